@@ -1,0 +1,33 @@
+"""dvx: version datasets and models like code — content-defined chunks, dedup, zstd packs, no server.
+
+    import dvx
+    path = dvx.get("cifar@v3")                      # read-only cached copy
+    ds = dvx.Dataset.create("cifar")
+    ds.add("images/", to="train/")
+    version = ds.commit("add images")               # version.ref == "cifar@v4"
+"""
+
+from dvx.api import (
+    Dataset,
+    Version,
+    datasets,
+    diff,
+    files,
+    get,
+    init,
+    log,
+    ls,
+    open,
+    show,
+    store_info,
+    tag,
+    version,
+)
+from dvx.errors import ConflictError, DvxError, IntegrityError, NotFoundError, StoreError, UsageError
+
+__version__ = "0.1.0"
+__all__ = [
+    "ConflictError", "Dataset", "DvxError", "IntegrityError", "NotFoundError", "StoreError", "UsageError",
+    "Version", "datasets", "diff", "files", "get", "init", "log", "ls", "open", "show", "store_info", "tag",
+    "version",
+]

@@ -1,0 +1,112 @@
+"""The porcelain: what `import dvx` offers and what the CLI calls. Every function takes `store=`
+(a URL); without it the store comes from DVX_STORE, the project's dvx.toml, or the embedded default."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dvx.api import reading
+from dvx.api.config import Settings, init_project, load_settings
+from dvx.api.datasets import Dataset, Drafts
+from dvx.api.model import AddResult, CommitResult, FileInfo, Version
+from dvx.api.progress import ProgressFactory, no_progress
+from dvx.api.repo import Repo
+from dvx.manifests import Change, parse_part, select_files, summarise
+
+__all__ = [
+    "AddResult", "Change", "CommitResult", "Dataset", "FileInfo", "Repo", "Version", "datasets", "diff",
+    "drafts", "files", "get", "init", "log", "ls", "open", "show", "store_info", "summarise", "tag", "version",
+]
+
+
+def _part(part: tuple[int, int] | str | None) -> tuple[int, int] | None:
+    return parse_part(part) if isinstance(part, str) else part
+
+
+def get(ref: str, dest: str | os.PathLike[str] | None = None, glob: Sequence[str] | str | None = None,
+        part: tuple[int, int] | str | None = None, link: str = "copy", *, store: str | None = None,
+        progress: ProgressFactory = no_progress) -> Path:
+    """Fetch a version: a read-only cached copy (no `dest`) or a writable copy in `dest`."""
+    globs = [glob] if isinstance(glob, str) else list(glob or ())
+    repo = Repo(store=store)
+    try:
+        return reading.get(repo, ref, dest, glob=globs, part=_part(part), link=link, progress=progress)
+    finally:
+        repo.close()
+
+
+def open(ref_path: str, mode: str = "rb", encoding: str | None = None, *, store: str | None = None):
+    """Open one file of a version for reading: `dvx.open("cifar@v4/labels.csv", "r")`."""
+    return reading.open_file(Repo(store=store), ref_path, mode, encoding)
+
+
+def files(ref: str, glob: Sequence[str] = (), part: tuple[int, int] | str | None = None, *,
+          store: str | None = None) -> list[FileInfo]:
+    """The files of a version (optionally a glob selection or one worker's part)."""
+    resolved = reading.resolve(Repo(store=store), ref)
+    return [FileInfo(f.path, f.size, f.digest, f.executable, f.link)
+            for f in select_files(resolved.manifest.files, list(glob), _part(part))]
+
+
+def version(ref: str, *, store: str | None = None) -> Version:
+    repo = Repo(store=store)
+    return reading.version_of(repo, repo.resolve(ref))
+
+
+def ls(ref: str, path: str = "", recursive: bool = False, *, store: str | None = None) -> builtins.list[dict]:
+    return reading.ls(Repo(store=store), ref, path, recursive)
+
+
+def diff(ref_a: str, ref_b: str, *, store: str | None = None) -> builtins.list[Change]:
+    return reading.diff(Repo(store=store), ref_a, ref_b)
+
+
+def log(name: str, *, store: str | None = None) -> builtins.list[Version]:
+    return reading.log(Repo(store=store), name)
+
+
+def datasets(*, store: str | None = None) -> builtins.list[dict]:
+    return reading.list_names(Repo(store=store))
+
+
+def drafts(*, store: str | None = None) -> builtins.list[str]:
+    return Drafts(Repo(store=store)).names()
+
+
+def show(ref: str, *, store: str | None = None) -> dict:
+    return reading.show(Repo(store=store), ref)
+
+
+def tag(ref: str, tag_name: str, force: bool = False, delete: bool = False, *, store: str | None = None) -> Version:
+    return reading.tag(Repo(store=store), ref, tag_name, force=force, delete=delete)
+
+
+def init(folder: str | os.PathLike[str] = ".", store: str | None = None) -> Path:
+    """Make `folder` a dvx project: writes dvx.toml (optionally pinning a store) and .dvx/."""
+    return init_project(folder, store)
+
+
+def store_info(*, store: str | None = None) -> dict:
+    """Which store is active and why, and where local state and caches live."""
+    settings: Settings = load_settings(store)
+    repo = Repo(settings)
+    exists = repo.chunk_store_exists()
+    info = {
+        "url": settings.store_url,
+        "source": settings.store_source,
+        "initialised": exists,
+        "project": str(settings.project_dir) if settings.project_dir else None,
+        "state_dir": str(settings.state_dir),
+        "cache_dir": str(settings.cache_dir),
+        "cache_max_bytes": settings.cache_max_bytes,
+    }
+    if exists:
+        config = repo.chunk_store().config
+        info.update({"store_id": config.store_id, "format_version": config.format_version,
+                     "chunker": {"min_size": config.chunker.min_size, "avg_size": config.chunker.avg_size,
+                                 "max_size": config.chunker.max_size},
+                     "pack_size": config.pack_size})
+    return info

@@ -1,0 +1,388 @@
+"""Drafts and the dataset lifecycle: create → add / remove / sync → status → commit."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import msgspec
+from filelock import FileLock
+
+from dvx.api.model import AddResult, CommitResult, Version
+from dvx.api.progress import ProgressFactory, no_progress
+from dvx.api.repo import Repo
+from dvx.chunks.pack import pack_key
+from dvx.errors import ConflictError, NotFoundError, UsageError
+from dvx.manifests import (
+    CachedContent,
+    Change,
+    FileEntry,
+    Manifest,
+    ScannedFile,
+    diff_files,
+    scan,
+    validate_path,
+)
+from dvx.refs import VersionRecord, check_name, check_tag, now_iso, parse_ref
+
+DRAFT_FORMAT_VERSION = 1
+
+
+class DraftState(msgspec.Struct, kw_only=True):
+    format_version: int = DRAFT_FORMAT_VERSION
+    kind: str = "dataset"
+    name: str
+    store_url: str
+    parents: list[str] = []
+    parent_refs: list[str] = []
+    message: str = ""
+    created: str
+    metadata: dict = {}
+    files: list[FileEntry] = []
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(DraftState)
+
+
+def version_from_record(record: VersionRecord, tags: Iterable[str] = (), kind: str = "dataset") -> Version:
+    return Version(name=record.name, version=record.version, id=record.manifest, created=record.created,
+                   author=record.author, message=record.message, files=record.files, bytes=record.bytes,
+                   parents=list(record.parent_refs), parent_ids=list(record.parents), tags=sorted(tags), kind=kind)
+
+
+class Drafts:
+    """Draft files of one store in the state folder, plus the pointer to the current draft."""
+
+    def __init__(self, repo: Repo, kind: str = "dataset"):
+        self.repo = repo
+        self.kind = kind
+        self.folder = repo.settings.state_dir / "drafts" / repo.store_key
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{quote(name, safe='')}.{self.kind}.draft"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def names(self) -> list[str]:
+        from urllib.parse import unquote
+
+        suffix = f".{self.kind}.draft"
+        if not self.folder.is_dir():
+            return []
+        return sorted(unquote(p.name[: -len(suffix)]) for p in self.folder.iterdir() if p.name.endswith(suffix))
+
+    @contextmanager
+    def locked(self, name: str):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path(name)) + ".lock", timeout=600):
+            yield
+
+    def load(self, name: str) -> DraftState:
+        try:
+            state = _decoder.decode(self.path(name).read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no draft of {name!r} for store {self.repo.settings.store_url}; "
+                f"start one with `dvx {self.kind} create {name}`") from None
+        except msgspec.DecodeError:
+            raise UsageError(f"draft file {self.path(name)} is damaged; discard it with "
+                             f"`dvx {self.kind} discard {name}`") from None
+        if state.format_version != DRAFT_FORMAT_VERSION:
+            raise UsageError(f"draft of {name} was written by another dvx version; discard it and start again")
+        return state
+
+    def save(self, state: DraftState) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.path(state.name)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(_encoder.encode(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+        if self.current() == name:
+            self._current_path().unlink(missing_ok=True)
+
+    def _current_path(self) -> Path:
+        return self.folder / f"CURRENT.{self.kind}"
+
+    def current(self) -> str | None:
+        try:
+            return self._current_path().read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_current(self, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._current_path().write_text(name, encoding="utf-8")
+
+    def pick(self, name: str | None) -> str:
+        """An explicit name, else the current draft."""
+        if name:
+            return check_name(name)
+        current = self.current()
+        if current is None or not self.exists(current):
+            raise NotFoundError(f"no current {self.kind} draft; start one with `dvx {self.kind} create NAME` "
+                                f"or pass --{self.kind} NAME")
+        return current
+
+
+def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
+    """Files of several parents; on a path present in more than one, the FIRST parent wins."""
+    merged: dict[str, FileEntry] = {}
+    for manifest in reversed(manifests):
+        merged.update(manifest.by_path())
+    # Drop entries that now sit under a file or link of a higher-priority parent.
+    ordered = sorted(merged)
+    out: dict[str, FileEntry] = {}
+    blocked: str | None = None
+    for path in ordered:
+        if blocked is not None and path.startswith(blocked + "/"):
+            continue
+        out[path] = merged[path]
+        blocked = path
+    return out
+
+
+def _put(files: dict[str, FileEntry], entry: FileEntry) -> None:
+    """Insert, replacing a file that sits where a folder is needed and a folder that sits where a file goes."""
+    parent = entry.path
+    while "/" in parent:
+        parent = parent.rsplit("/", 1)[0]
+        files.pop(parent, None)
+    prefix = entry.path + "/"
+    if any(p.startswith(prefix) for p in files):
+        for path in [p for p in files if p.startswith(prefix)]:
+            del files[path]
+    files[entry.path] = entry
+
+
+class Dataset:
+    """A draft of the next version of a dataset (or model, via `kind`)."""
+
+    def __init__(self, repo: Repo, name: str, kind: str = "dataset"):
+        self.repo = repo
+        self.name = name
+        self.kind = kind
+        self.drafts = Drafts(repo, kind)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, parents: Sequence[str] | None = None, message: str = "", *,
+               store: str | None = None, repo: Repo | None = None, kind: str = "dataset",
+               replace: bool = False, metadata: dict | None = None) -> Dataset:
+        """Open a draft of `name`. Parents default to the name's latest version; give several to merge."""
+        repo = repo or Repo(store=store)
+        check_name(name)
+        draft = cls(repo, name, kind)
+        refs = repo.refs(kind)
+        if parents is None:
+            latest = refs.latest(name) if repo.chunk_store_exists() else None
+            records = [latest] if latest else []
+        else:
+            records = [repo.resolve(_with_default_name(p, name), kind) for p in parents]
+        manifests = [repo.read_manifest(r.manifest) for r in records]
+        with draft.drafts.locked(name):
+            if draft.drafts.exists(name) and not replace:
+                raise ConflictError(
+                    f"a draft of {name!r} is already open; commit it (`dvx {kind} commit`) or discard it "
+                    f"(`dvx {kind} discard {name}`)")
+            repo.chunk_store(create=True)
+            state = DraftState(kind=kind, name=name, store_url=repo.settings.store_url,
+                               parents=[r.manifest for r in records], parent_refs=[r.ref for r in records],
+                               message=message, created=now_iso(), metadata=dict(metadata or {}),
+                               files=list(_merge_parents(manifests).values()))
+            draft.drafts.save(state)
+            draft.drafts.set_current(name)
+        return draft
+
+    @classmethod
+    def open(cls, name: str | None = None, *, store: str | None = None, repo: Repo | None = None,
+             kind: str = "dataset") -> Dataset:
+        """The open draft `name`, or the current draft."""
+        repo = repo or Repo(store=store)
+        drafts = Drafts(repo, kind)
+        return cls(repo, drafts.pick(name), kind)
+
+    def discard(self) -> None:
+        with self.drafts.locked(self.name):
+            if not self.drafts.exists(self.name):
+                raise NotFoundError(f"no draft of {self.name!r} to discard")
+            self.drafts.delete(self.name)
+
+    def state(self) -> DraftState:
+        return self.drafts.load(self.name)
+
+    # -- changing the draft ----------------------------------------------------------------------
+    def add(self, *paths: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = (),
+            progress: ProgressFactory = no_progress) -> AddResult:
+        """Store the files under `paths` and put them in the draft (a folder's contents go under `to`)."""
+        if not paths:
+            raise UsageError("nothing to add: give at least one file or folder")
+        if to:
+            to = validate_path(to.strip("/")) if to.strip("/") else ""
+        scanned: dict[str, ScannedFile] = {}
+        for path in paths:
+            for item in scan(path, to=to, exclude=exclude, skip=self.repo.settings.never_swept()):
+                scanned[item.path] = item
+        with self.drafts.locked(self.name):
+            state = self.drafts.load(self.name)
+            entries, result = self._store_files(list(scanned.values()), progress)
+            files = {f.path: f for f in state.files}
+            for entry in entries:
+                _put(files, entry)
+            state.files = list(files.values())
+            self.drafts.save(state)
+        return result
+
+    def sync(self, folder: str | os.PathLike[str], exclude: Iterable[str] = (),
+             progress: ProgressFactory = no_progress) -> list[Change]:
+        """Make the draft's root equal `folder`: adds, modifies and removes. Returns what changed."""
+        scanned = list(scan(folder, exclude=exclude, skip=self.repo.settings.never_swept()))
+        if not Path(folder).is_dir():
+            raise UsageError(f"{folder} is not a folder; `sync` mirrors a folder into the dataset root")
+        with self.drafts.locked(self.name):
+            state = self.drafts.load(self.name)
+            before = {f.path: f for f in state.files}
+            entries, _ = self._store_files(scanned, progress)
+            state.files = entries
+            self.drafts.save(state)
+        return diff_files(before, {e.path: e for e in entries})
+
+    def remove(self, *patterns: str) -> list[str]:
+        """Remove files matching the globs (relative to the dataset root; a folder name removes its files)."""
+        if not patterns:
+            raise UsageError("nothing to remove: give at least one path or glob")
+        with self.drafts.locked(self.name):
+            state = self.drafts.load(self.name)
+            removed, kept = [], []
+            for entry in state.files:
+                (removed if any(_matches(entry.path, p) for p in patterns) else kept).append(entry)
+            if not removed:
+                raise NotFoundError(f"no file in the draft of {self.name} matches {' '.join(patterns)}")
+            state.files = kept
+            self.drafts.save(state)
+        return sorted(e.path for e in removed)
+
+    def _store_files(self, scanned: list[ScannedFile], progress: ProgressFactory) -> tuple[list[FileEntry], AddResult]:
+        """FileEntries for scanned files: from the stat cache when unchanged, else read and stored."""
+        repo = self.repo
+        chunk_store = repo.chunk_store(create=True)
+        cache = repo.stat_cache()
+        cached = cache.lookup(scanned)
+        live_packs: dict[str, bool] = {}
+        for content in cached.values():
+            for ref in content.chunks:
+                if ref.pack not in live_packs:
+                    live_packs[ref.pack] = repo.store.exists(pack_key(ref.pack))
+        to_read = [f for f in scanned if f.link is None and not (
+            f.local in cached and all(live_packs[c.pack] for c in cached[f.local].chunks))]
+        result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
+        contents: dict[str, CachedContent] = {f.local: cached[f.local] for f in scanned if f.local in cached}
+        if to_read:
+            total = sum(f.size for f in to_read)
+            with progress(f"storing {len(to_read)} files", total) as advance:
+                ingested, writer = chunk_store.ingest(((f, f.local) for f in to_read), progress=advance)
+            fresh = [(item.source, CachedContent(item.size, item.digest, item.chunks)) for item in ingested]
+            for scanned_file, content in fresh:
+                contents[scanned_file.local] = content
+            cache.record(fresh)
+            result.read_files, result.read_bytes = len(to_read), total
+            result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
+        result.unchanged_files = len(scanned) - len(to_read)
+        entries = []
+        for f in scanned:
+            if f.link is not None:
+                entries.append(FileEntry(path=f.path, link=f.link))
+            else:
+                content = contents[f.local]
+                entries.append(FileEntry(path=f.path, size=content.size, digest=content.digest,
+                                         executable=f.executable, chunks=content.chunks))
+        return entries, result
+
+    # -- looking at the draft ----------------------------------------------------------------------
+    def base_files(self, state: DraftState | None = None) -> dict[str, FileEntry]:
+        state = state or self.state()
+        return _merge_parents([self.repo.read_manifest(p) for p in state.parents])
+
+    def status(self) -> list[Change]:
+        state = self.state()
+        return diff_files(self.base_files(state), {f.path: f for f in state.files})
+
+    # -- commit ----------------------------------------------------------------------------------
+    def commit(self, message: str | None = None, tags: Sequence[str] = (), *, force_tags: bool = False,
+               allow_empty: bool = False) -> CommitResult:
+        """Write the manifest, then claim the next version number; the draft is closed afterwards.
+
+        With nothing changed against a single parent, no new version is made (unless `allow_empty`).
+        """
+        repo = self.repo
+        refs = repo.refs(self.kind)
+        for tag in tags:
+            check_tag(tag)
+        with self.drafts.locked(self.name):
+            state = self.drafts.load(self.name)
+            base = self.base_files(state)
+            current = {f.path: f for f in state.files}
+            unchanged = not diff_files(base, current) and len(state.parents) == 1
+            if unchanged and not allow_empty:
+                record = refs.resolve(parse_ref(state.parent_refs[0]))
+                self._check_tags(record, tags, force_tags)
+                self._apply_tags(record, tags, force_tags)
+                self.drafts.delete(self.name)
+                return CommitResult(self._version(record), created=False)
+            if not state.parents and not state.files and not allow_empty:
+                raise UsageError(f"the draft of {self.name} is empty; add files first (`dvx {self.kind} add PATH`)")
+            manifest = Manifest(kind=self.kind, name=self.name, parents=state.parents, created=now_iso(),
+                                author=repo.settings.author, message=message if message is not None else state.message,
+                                metadata=state.metadata, files=state.files)
+            if tags:
+                self._check_tags(None, tags, force_tags)
+            manifest_id = repo.write_manifest(manifest)
+            record = refs.allocate(VersionRecord(
+                name=self.name, version=0, manifest=manifest_id, created=manifest.created,
+                author=manifest.author, message=manifest.message, files=len(manifest.files),
+                bytes=manifest.total_size, parents=state.parents, parent_refs=state.parent_refs))
+            self._apply_tags(record, tags, force_tags)
+            self.drafts.delete(self.name)
+        parent_chunks = {c.id for f in base.values() for c in f.chunks}
+        new_chunks = {c.id: c.length for f in state.files for c in f.chunks if c.id not in parent_chunks}
+        return CommitResult(self._version(record), created=True, stored_bytes=sum(new_chunks.values()))
+
+    def _check_tags(self, record: VersionRecord | None, tags: Sequence[str], force: bool) -> None:
+        refs = self.repo.refs(self.kind)
+        for tag in tags:
+            existing = refs.get_tag(self.name, tag)
+            if existing and existing.version is not None and not force and (
+                    record is None or existing.version != record.version):
+                raise ConflictError(f"tag {tag!r} already points at {self.name}@v{existing.version}; "
+                                    f"use --force to move it")
+
+    def _apply_tags(self, record: VersionRecord, tags: Sequence[str], force: bool) -> None:
+        refs = self.repo.refs(self.kind)
+        for tag in tags:
+            refs.set_tag(self.name, tag, record, by=self.repo.settings.author, force=force)
+
+    def _version(self, record: VersionRecord) -> Version:
+        tags = [t for t, r in self.repo.refs(self.kind).tags(self.name).items() if r.version == record.version]
+        return version_from_record(record, tags, self.kind)
+
+
+def _with_default_name(ref: str, name: str) -> str:
+    """`--parent v2` is short for `--parent NAME@v2`."""
+    return f"{name}@{ref}" if "@" not in ref and (ref.startswith("v") and ref[1:].isdigit()) else ref
+
+
+def _matches(path: str, pattern: str) -> bool:
+    pattern = pattern.strip("/")
+    return (fnmatch.fnmatchcase(path, pattern) or path.startswith(pattern + "/")
+            or fnmatch.fnmatchcase(path, pattern + "/*"))

@@ -1,0 +1,297 @@
+"""Reading versions: get (cache or copy), open one file, ls, diff, log, show, list, tag."""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import io
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from dvx.api.cache import CheckoutCache
+from dvx.api.datasets import Drafts, version_from_record
+from dvx.api.model import FileInfo, Version
+from dvx.api.progress import ProgressFactory, no_progress
+from dvx.api.repo import Repo
+from dvx.chunks import ChunkStore
+from dvx.errors import NotFoundError, UsageError
+from dvx.manifests import Change, FileEntry, Manifest, checkout, diff_files, select_files, validate_path
+from dvx.refs import VersionRecord, parse_ref
+
+LINK_MODES = ("copy", "hardlink", "symlink", "reflink")
+
+
+@dataclass
+class Resolved:
+    record: VersionRecord
+    manifest: Manifest
+
+    @property
+    def ref(self) -> str:
+        return self.record.ref
+
+
+def resolve(repo: Repo, ref: str, kind: str = "dataset") -> Resolved:
+    record = repo.resolve(ref, kind)
+    return Resolved(record, repo.read_manifest(record.manifest))
+
+
+def version_of(repo: Repo, record: VersionRecord, kind: str = "dataset") -> Version:
+    tags = [t for t, r in repo.refs(kind).tags(record.name).items() if r.version == record.version]
+    return version_from_record(record, tags, kind)
+
+
+# -- get ----------------------------------------------------------------------------------------
+def get(repo: Repo, ref: str, dest: str | os.PathLike[str] | None = None, *, glob: Sequence[str] = (),
+        part: tuple[int, int] | None = None, link: str = "copy", kind: str = "dataset",
+        progress: ProgressFactory = no_progress) -> Path:
+    """Materialise a version (or the files picked by `glob`/`part`).
+
+    Without `dest`: a read-only copy in the shared cache, whose path is returned. With `dest`: a
+    writable copy there (`link` = hardlink/symlink/reflink first builds the cache copy and links to it).
+    """
+    if link not in LINK_MODES:
+        raise UsageError(f"invalid --link {link!r}: choose one of {', '.join(LINK_MODES)}")
+    resolved = resolve(repo, ref, kind)
+    files = select_files(resolved.manifest.files, glob, part)
+    if glob and not files:
+        raise NotFoundError(f"no file of {resolved.ref} matches {' '.join(glob)}")
+    chunk_store = repo.chunk_store()
+    total = sum(f.size for f in files)
+    context = resolved.ref
+
+    def build(folder: Path, read_only: bool) -> None:
+        with progress(f"getting {context}", total) as advance:
+            checkout(chunk_store, files, folder, context=context, read_only=read_only, progress=advance)
+
+    if dest is not None and link == "copy":
+        build(Path(dest), read_only=False)
+        return Path(dest).absolute()
+    selection = xxhash.xxh3_64_hexdigest(repr((sorted(glob), part)).encode()) if (glob or part) else "all"
+    key = f"{resolved.record.manifest}-{selection}"
+    cache = CheckoutCache(repo.settings.cache_dir, repo.settings.cache_max_bytes)
+    cached = cache.materialise(key, [f.path for f in files], total, lambda tmp: build(tmp, True), label=context)
+    if dest is None:
+        return cached
+    _link_tree(cached, Path(dest), files, link)
+    return Path(dest).absolute()
+
+
+def _link_tree(source: Path, dest: Path, files: Sequence[FileEntry], mode: str) -> None:
+    for entry in files:
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        origin = source / entry.path
+        if entry.link is not None:
+            os.symlink(entry.link, target)
+        elif mode == "symlink":
+            os.symlink(origin, target)
+        elif mode == "hardlink":
+            os.link(origin, target)
+        else:
+            _reflink_or_copy(origin, target)
+            os.chmod(target, os.stat(target).st_mode | 0o200)
+
+
+def _reflink_or_copy(origin: Path, target: Path) -> None:
+    """Copy-on-write clone (FICLONE) where the filesystem supports it, else a plain copy."""
+    try:
+        import fcntl
+
+        with open(origin, "rb") as src, open(target, "wb") as dst:
+            fcntl.ioctl(dst.fileno(), 0x40049409, src.fileno())  # FICLONE
+        return
+    except (OSError, ImportError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL,
+                                                          errno.ENOTTY, errno.ENOSYS):
+            raise
+    shutil.copyfile(origin, target)
+
+
+# -- open one file --------------------------------------------------------------------------------
+def split_ref_path(repo: Repo, text: str, kind: str = "dataset") -> tuple[str, str]:
+    """'name@v3/a/b.csv' → ('name@v3', 'a/b.csv'); without '@' the longest existing name wins."""
+    if "@" in text:
+        name, _, rest = text.partition("@")
+        selector, _, path = rest.partition("/")
+        return f"{name}@{selector}", path
+    parts = text.split("/")
+    names = set(repo.refs(kind).names())
+    for cut in range(len(parts) - 1, 0, -1):
+        if "/".join(parts[:cut]) in names:
+            return "/".join(parts[:cut]), "/".join(parts[cut:])
+    raise NotFoundError(f"no {kind} name is a prefix of {text!r} (write NAME@VERSION/PATH)")
+
+
+class ChunkedReader(io.RawIOBase):
+    """A seekable read-only file over a stored file's chunks; fetches only the chunks it reads."""
+
+    def __init__(self, chunk_store: ChunkStore, entry: FileEntry, context: str):
+        self._cs = chunk_store
+        self._entry = entry
+        self._context = context
+        self._starts = []
+        offset = 0
+        for ref in entry.chunks:
+            self._starts.append(offset)
+            offset += ref.size
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+        self.name = f"{context}/{entry.path}"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._entry.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def _chunk(self, index: int) -> bytes:
+        if self._cached is None or self._cached[0] != index:
+            from dvx.errors import IntegrityError
+
+            try:
+                data = next(self._cs.read_chunks([self._entry.chunks[index]]))
+            except IntegrityError as exc:
+                raise IntegrityError(f"{self._context}: file {self._entry.path}: {exc}") from None
+            self._cached = (index, data)
+        return self._cached[1]
+
+    def readinto(self, buffer) -> int:
+        if self._pos >= self._entry.size:
+            return 0
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        data = self._chunk(index)
+        start = self._pos - self._starts[index]
+        count = min(len(buffer), len(data) - start)
+        buffer[:count] = data[start:start + count]
+        self._pos += count
+        return count
+
+
+def open_file(repo: Repo, ref_path: str, mode: str = "rb", encoding: str | None = None, kind: str = "dataset"):
+    if mode not in ("r", "rb", "rt"):
+        raise UsageError(f"dvx.open is read-only: mode {mode!r} is not supported (use 'r' or 'rb')")
+    ref, path = split_ref_path(repo, ref_path, kind)
+    resolved = resolve(repo, ref, kind)
+    entry = _find_file(resolved, path)
+    raw = ChunkedReader(repo.chunk_store(), entry, resolved.ref)
+    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
+    return buffered if mode == "rb" else io.TextIOWrapper(buffered, encoding=encoding or "utf-8")
+
+
+def _find_file(resolved: Resolved, path: str) -> FileEntry:
+    validate_path(path.strip("/"))
+    for entry in resolved.manifest.files:
+        if entry.path == path.strip("/"):
+            if entry.link is not None:
+                return _find_file(resolved, os.path.normpath(os.path.join(os.path.dirname(entry.path), entry.link)))
+            return entry
+    raise NotFoundError(f"{resolved.ref} has no file {path!r} (see `dvx ls {resolved.ref}`)")
+
+
+# -- browsing -------------------------------------------------------------------------------------
+def ls(repo: Repo, ref: str, path: str = "", recursive: bool = False, kind: str = "dataset") -> list[dict]:
+    """Entries directly under `path` (folders with their file count and bytes), or all with `recursive`."""
+    resolved = resolve(repo, ref, kind)
+    prefix = path.strip("/")
+    if prefix:
+        validate_path(prefix)
+    files = resolved.manifest.files
+    if prefix and any(f.path == prefix for f in files):
+        return [_file_row(f) for f in files if f.path == prefix]
+    under = [f for f in files if not prefix or f.path.startswith(prefix + "/")]
+    if prefix and not under:
+        raise NotFoundError(f"{resolved.ref} has no file or folder {prefix!r}")
+    if recursive:
+        return [_file_row(f) for f in under]
+    rows: dict[str, dict] = {}
+    cut = len(prefix) + 1 if prefix else 0
+    for entry in under:
+        head, sep, _ = entry.path[cut:].partition("/")
+        if sep:
+            folder = rows.setdefault(head + "/", {"path": (prefix + "/" if prefix else "") + head + "/",
+                                                  "type": "folder", "size": 0, "files": 0})
+            folder["size"] += entry.size
+            folder["files"] += 1
+        else:
+            rows[head] = _file_row(entry)
+    return [rows[k] for k in sorted(rows)]
+
+
+def _file_row(entry: FileEntry) -> dict:
+    row = FileInfo(entry.path, entry.size, entry.digest, entry.executable, entry.link).to_dict()
+    row["type"] = "link" if entry.link is not None else "file"
+    return row
+
+
+def diff(repo: Repo, ref_a: str, ref_b: str, kind: str = "dataset") -> list[Change]:
+    a, b = resolve(repo, ref_a, kind), resolve(repo, ref_b, kind)
+    return diff_files(a.manifest.by_path(), b.manifest.by_path())
+
+
+def log(repo: Repo, name: str, kind: str = "dataset") -> list[Version]:
+    refs = repo.refs(kind)
+    records = refs.versions(name)
+    if not records:
+        raise NotFoundError(f"no {kind} named {name!r} in this store (see `dvx {kind} list`)")
+    tags: dict[int, list[str]] = {}
+    for tag, record in refs.tags(name).items():
+        tags.setdefault(record.version, []).append(tag)
+    return [version_from_record(r, tags.get(r.version, ()), kind) for r in reversed(records)]
+
+
+def list_names(repo: Repo, kind: str = "dataset") -> list[dict]:
+    refs = repo.refs(kind)
+    rows = []
+    drafts = set(Drafts(repo, kind).names())
+    for name in refs.names():
+        numbers = refs.version_numbers(name)
+        if not numbers:
+            continue
+        latest = refs.get_version(name, numbers[-1])
+        rows.append({"name": name, "versions": len(numbers), "latest": latest.ref, "id": latest.manifest,
+                     "created": latest.created, "files": latest.files, "bytes": latest.bytes,
+                     "draft": name in drafts})
+    return rows
+
+
+def show(repo: Repo, ref: str, kind: str = "dataset") -> dict:
+    resolved = resolve(repo, ref, kind)
+    version = version_of(repo, resolved.record, kind)
+    chunks = {c.id: c for f in resolved.manifest.files for c in f.chunks}
+    parent_chunks = {c.id for p in resolved.manifest.parents for f in repo.read_manifest(p).files for c in f.chunks}
+    out = version.to_dict()
+    out.update({
+        "stored_bytes": sum(c.length for c in chunks.values()),
+        "stored_new_bytes": sum(c.length for cid, c in chunks.items() if cid not in parent_chunks),
+        "chunks": len(chunks),
+        "packs": len({c.pack for c in chunks.values()}),
+        "metadata": resolved.manifest.metadata,
+    })
+    return out
+
+
+def tag(repo: Repo, ref: str, tag_name: str, force: bool = False, delete: bool = False,
+        kind: str = "dataset") -> Version:
+    parsed = parse_ref(ref)
+    refs = repo.refs(kind)
+    record = refs.resolve(parsed)
+    refs.set_tag(parsed.name, tag_name, None if delete else record, by=repo.settings.author, force=force)
+    return version_of(repo, record, kind)

@@ -1,0 +1,85 @@
+"""A session with one store: its chunk store, refs, manifests and the local stat cache."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import xxhash
+
+from dvx.api.config import Settings, load_settings
+from dvx.chunks import ChunkStore
+from dvx.errors import NotFoundError
+from dvx.fs import Store, open_store
+from dvx.manifests import Manifest, StatCache, compress_manifest, decode_manifest, encode_manifest, manifest_key
+from dvx.refs import Ref, Refs, VersionRecord, parse_ref
+
+
+class Repo:
+    def __init__(self, settings: Settings | None = None, store: str | None = None):
+        self.settings = settings or load_settings(store)
+        self._manifests: dict[str, Manifest] = {}
+
+    @cached_property
+    def store(self) -> Store:
+        return open_store(self.settings.store_url)
+
+    @property
+    def store_key(self) -> str:
+        """Stable short key for per-store local state (drafts, caches)."""
+        return xxhash.xxh3_64_hexdigest(self.settings.store_url.encode())
+
+    def chunk_store(self, create: bool = False) -> ChunkStore:
+        cs = self.__dict__.get("_chunk_store")
+        if cs is None:
+            cs = ChunkStore.open(self.store, create=create, jobs=self.settings.jobs)
+            if cs is None:
+                raise NotFoundError(
+                    f"store {self.settings.store_url} is empty: nothing has been committed to it yet")
+            self.__dict__["_chunk_store"] = cs
+        return cs
+
+    def chunk_store_exists(self) -> bool:
+        try:
+            self.chunk_store()
+        except NotFoundError:
+            return False
+        return True
+
+    def refs(self, kind: str = "dataset") -> Refs:
+        return Refs(self.store, kind)
+
+    def stat_cache(self) -> StatCache:
+        cache = self.__dict__.get("_stat_cache")
+        if cache is None:
+            cache = StatCache(self.settings.cache_dir / "statcache.sqlite", self.chunk_store(create=True).config.store_id)
+            self.__dict__["_stat_cache"] = cache
+        return cache
+
+    # -- manifests -----------------------------------------------------------------------------
+    def read_manifest(self, manifest_id: str) -> Manifest:
+        manifest = self._manifests.get(manifest_id)
+        if manifest is None:
+            try:
+                stored = self.store.read(manifest_key(manifest_id))
+            except NotFoundError:
+                raise NotFoundError(f"manifest {manifest_id} is missing from store {self.store.url}") from None
+            manifest = self._manifests[manifest_id] = decode_manifest(stored, manifest_id)
+        return manifest
+
+    def write_manifest(self, manifest: Manifest) -> str:
+        manifest_id, data = encode_manifest(manifest)
+        self.store.put_create(manifest_key(manifest_id), compress_manifest(data))
+        self._manifests[manifest_id] = manifest
+        return manifest_id
+
+    # -- references ----------------------------------------------------------------------------
+    def resolve(self, ref: str | Ref, kind: str = "dataset") -> VersionRecord:
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        return self.refs(kind).resolve(parsed)
+
+    def close(self) -> None:
+        cache = self.__dict__.pop("_stat_cache", None)
+        if cache is not None:
+            cache.close()
+        if "store" in self.__dict__:
+            self.store.close()

@@ -1,0 +1,68 @@
+"""Content-defined chunking (FastCDC 2020 via pyfastcdc) over files read in bounded blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
+from pyfastcdc import FastCDC
+
+BLOCK_SIZE = 16 << 20
+
+
+class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
+    """Fixed per store (in its config): changing them would break dedup against existing data."""
+
+    algorithm: str = "fastcdc-2020"
+    min_size: int = 16 << 10
+    avg_size: int = 64 << 10
+    max_size: int = 256 << 10
+    normalized_chunking: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Chunker:
+    params: ChunkerParams
+
+    def __post_init__(self) -> None:
+        p = self.params
+        if p.algorithm != "fastcdc-2020":
+            raise ValueError(f"unsupported chunker {p.algorithm}")
+        self._cdc = FastCDC(p.avg_size, min_size=p.min_size, max_size=p.max_size,
+                            normalized_chunking=p.normalized_chunking, seed=p.seed)
+
+    def split_buffer(self, data: bytes | memoryview) -> Iterator[memoryview]:
+        view = memoryview(data)
+        for chunk in self._cdc.cut_buf(view):
+            yield view[chunk.offset:chunk.offset + chunk.length]
+
+    def split_file(self, file, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
+        """Chunks of an open binary file, identical to chunking it whole, holding ~one block in memory.
+
+        FastCDC restarts its rolling hash at every cut, so re-cutting from the start of a block's last
+        (possibly truncated) chunk gives the same boundaries as one pass over the whole file.
+        """
+        tail = b""
+        while True:
+            buffer = bytearray(len(tail) + block_size)
+            buffer[: len(tail)] = tail
+            filled = len(tail)
+            while filled < len(buffer):
+                read = file.readinto(memoryview(buffer)[filled:])
+                if not read:
+                    break
+                filled += read
+            at_end = filled < len(buffer)
+            view = memoryview(buffer)[:filled]
+            if not view:
+                return
+            cuts = list(self._cdc.cut_buf(view))
+            if not at_end:
+                last = cuts.pop()
+                tail = bytes(view[last.offset:])
+            for chunk in cuts:
+                yield view[chunk.offset:chunk.offset + chunk.length]
+            if at_end:
+                return

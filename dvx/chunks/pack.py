@@ -1,0 +1,87 @@
+"""Pack format (format_version 1): chunk payloads back to back, then a footer that lists them.
+
+    payload₀ payload₁ … payloadₙ₋₁
+    footer  = header entry₀ … entryₙ₋₁
+      header = magic b"DVXPACKF" | format_version u16 | entry count u32                  (14 bytes)
+      entry  = chunk id (16 bytes, xxh3-128 big-endian) | offset u64 | stored length u32
+               | raw length u32 | codec u8                                                (33 bytes)
+    trailer = footer length u64 | magic b"DVXPACK\\x01"                                   (16 bytes)
+
+All integers little-endian. The pack id is the xxh3-128 of the footer, so packs are content-addressed;
+the same footer bytes are also written as the pack's index segment.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import msgspec
+import xxhash
+
+from dvx.errors import IntegrityError
+
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sHI")
+ENTRY = struct.Struct("<16sQIIB")
+TRAILER = struct.Struct("<Q8s")
+HEADER_MAGIC = b"DVXPACKF"
+TRAILER_MAGIC = b"DVXPACK\x01"
+
+
+class ChunkRef(msgspec.Struct, array_like=True, frozen=True):
+    """Where a chunk lives: its id, pack, byte offset and stored length, raw length and codec."""
+
+    id: str
+    pack: str
+    offset: int
+    length: int
+    size: int
+    codec: int
+
+
+def pack_key(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}.pack"
+
+
+def index_key(pack_id: str) -> str:
+    return f"index/{pack_id}.idx"
+
+
+def encode_footer(entries: list[tuple[str, int, int, int, int]]) -> bytes:
+    """entries: (chunk id hex, offset, stored length, raw length, codec)."""
+    parts = [HEADER.pack(HEADER_MAGIC, FORMAT_VERSION, len(entries))]
+    parts.extend(ENTRY.pack(bytes.fromhex(cid), off, length, size, codec) for cid, off, length, size, codec in entries)
+    return b"".join(parts)
+
+
+def footer_id(footer: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(footer)
+
+
+def decode_footer(footer: bytes, pack_id: str) -> Iterator[ChunkRef]:
+    """Parse (and verify against its id) a footer or index segment."""
+    if footer_id(footer) != pack_id:
+        raise IntegrityError(f"pack {pack_id}: footer does not match its id (damaged pack or index)")
+    if len(footer) < HEADER.size:
+        raise IntegrityError(f"pack {pack_id}: footer too short")
+    magic, version, count = HEADER.unpack_from(footer)
+    if magic != HEADER_MAGIC:
+        raise IntegrityError(f"pack {pack_id}: bad footer magic")
+    if version != FORMAT_VERSION:
+        raise IntegrityError(f"pack {pack_id}: pack format_version {version} is not supported by this dvx")
+    if len(footer) != HEADER.size + count * ENTRY.size:
+        raise IntegrityError(f"pack {pack_id}: footer length does not match its entry count")
+    for raw_id, offset, length, size, codec in ENTRY.iter_unpack(memoryview(footer)[HEADER.size:]):
+        yield ChunkRef(raw_id.hex(), pack_id, offset, length, size, codec)
+
+
+def split_pack(data: bytes, pack_id: str) -> list[ChunkRef]:
+    """Read a whole pack's footer through its trailer (used by verify and by readers without an index)."""
+    if len(data) < TRAILER.size:
+        raise IntegrityError(f"pack {pack_id}: too short")
+    footer_len, magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    if magic != TRAILER_MAGIC or footer_len > len(data) - TRAILER.size:
+        raise IntegrityError(f"pack {pack_id}: bad trailer")
+    start = len(data) - TRAILER.size - footer_len
+    return list(decode_footer(bytes(data[start:start + footer_len]), pack_id))

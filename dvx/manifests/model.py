@@ -1,0 +1,189 @@
+"""Manifests: the immutable record of one version — its files, their chunks, parents and metadata.
+
+On the store a manifest is canonical JSON (keys sorted, no whitespace, files sorted by path) compressed as
+one zstd frame at ``manifests/<id[:2]>/<id>.json.zst``; its id is the xxh3-128 of the uncompressed JSON.
+Chunks name their pack by position in the manifest's ``packs`` list (docs/storage-format.md).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+import msgspec
+import xxhash
+import zstandard
+
+from dvx.chunks import ChunkRef
+from dvx.errors import IntegrityError, UsageError
+
+FORMAT_VERSION = 1
+EMPTY_DIGEST = xxhash.xxh3_128_hexdigest(b"")
+KINDS = ("dataset", "model")
+
+
+class FileEntry(msgspec.Struct, kw_only=True):
+    """One file (or symlink, when `link` is set) of a version, in memory."""
+
+    path: str
+    size: int = 0
+    digest: str = EMPTY_DIGEST
+    executable: bool = False
+    link: str | None = None
+    chunks: list[ChunkRef] = []
+
+    def same_content(self, other: FileEntry) -> bool:
+        return (self.digest, self.executable, self.link, self.size) == (
+            other.digest, other.executable, other.link, other.size)
+
+
+class _WireFile(msgspec.Struct, kw_only=True, omit_defaults=True):
+    path: str
+    size: int = 0
+    digest: str = EMPTY_DIGEST
+    executable: bool = False
+    link: str | None = None
+    # [chunk id, pack index, offset, stored length, raw length, codec]
+    chunks: list[tuple[str, int, int, int, int, int]] = []
+
+
+class _Header(msgspec.Struct):
+    format_version: int = 0
+
+
+class _WireManifest(msgspec.Struct, kw_only=True):
+    format_version: int
+    kind: str
+    name: str
+    parents: list[str]
+    created: str
+    author: str
+    message: str
+    metadata: dict[str, Any]
+    packs: list[str]
+    files: list[_WireFile]
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    kind: str
+    name: str
+    parents: list[str]
+    created: str
+    author: str
+    message: str = ""
+    metadata: dict[str, Any] = {}
+    files: list[FileEntry] = []
+
+    def by_path(self) -> dict[str, FileEntry]:
+        return {f.path: f for f in self.files}
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def manifest_key(manifest_id: str) -> str:
+    return f"manifests/{manifest_id[:2]}/{manifest_id}.json.zst"
+
+
+def validate_path(path: str) -> str:
+    """Dataset paths: relative, '/'-separated, normalised, no '.'/'..' parts, no NUL, valid Unicode."""
+    if not path or path.startswith("/") or "\x00" in path:
+        raise UsageError(f"invalid path in dataset: {path!r} (must be relative, non-empty, without NUL)")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UsageError(f"invalid path in dataset: {path!r} (no empty, '.' or '..' parts)")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"path {path!r} is not valid Unicode; rename it to add it") from None
+    return path
+
+
+def validate_link(path: str, target: str) -> str:
+    """A symlink is kept only when its target is relative and stays inside the dataset."""
+    if target.startswith("/") or "\x00" in target:
+        raise UsageError(f"symlink {path} -> {target} points outside the dataset (absolute target)")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+        raise UsageError(f"symlink {path} -> {target} points outside the dataset")
+    return target
+
+
+def validate_files(files: list[FileEntry]) -> None:
+    """Every path valid and unique, links contained, and no entry nested under a file or link."""
+    seen: set[str] = set()
+    for entry in files:
+        validate_path(entry.path)
+        if entry.path in seen:
+            raise IntegrityError(f"path {entry.path} appears twice in a manifest")
+        seen.add(entry.path)
+        if entry.link is not None:
+            validate_link(entry.path, entry.link)
+    for entry in files:
+        parent = entry.path
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            if parent in seen:
+                raise UsageError(f"path {entry.path} lies under {parent}, which is a file or link")
+
+
+def encode_manifest(manifest: Manifest) -> tuple[str, bytes]:
+    """(manifest id, canonical JSON bytes)."""
+    if manifest.kind not in KINDS:
+        raise UsageError(f"unknown manifest kind {manifest.kind!r}")
+    files = sorted(manifest.files, key=lambda f: f.path)
+    validate_files(files)
+    packs = sorted({c.pack for f in files for c in f.chunks})
+    pack_index = {p: i for i, p in enumerate(packs)}
+    wire = _WireManifest(
+        format_version=FORMAT_VERSION,
+        kind=manifest.kind,
+        name=manifest.name,
+        parents=list(manifest.parents),
+        created=manifest.created,
+        author=manifest.author,
+        message=manifest.message,
+        metadata=manifest.metadata,
+        packs=packs,
+        files=[
+            _WireFile(path=f.path, size=f.size, digest=f.digest, executable=f.executable, link=f.link,
+                      chunks=[(c.id, pack_index[c.pack], c.offset, c.length, c.size, c.codec) for c in f.chunks])
+            for f in files
+        ],
+    )
+    data = msgspec.json.encode(wire, order="sorted")
+    return xxhash.xxh3_128_hexdigest(data), data
+
+
+def compress_manifest(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=6).compress(data)
+
+
+def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
+    """Decompress, check the id, check the format version, validate every path."""
+    try:
+        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=1 << 34)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"manifest {manifest_id} is damaged ({exc})") from None
+    if xxhash.xxh3_128_hexdigest(data) != manifest_id:
+        raise IntegrityError(f"manifest {manifest_id} is damaged (content does not match its id)")
+    try:
+        version = msgspec.json.decode(data, type=_Header).format_version
+        if version != FORMAT_VERSION:
+            raise IntegrityError(f"manifest {manifest_id} has format_version {version}; upgrade dvx to read it")
+        wire = msgspec.json.decode(data, type=_WireManifest)
+    except msgspec.DecodeError as exc:
+        raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
+    packs = wire.packs
+    try:
+        files = [
+            FileEntry(path=f.path, size=f.size, digest=f.digest, executable=f.executable, link=f.link,
+                      chunks=[ChunkRef(c[0], packs[c[1]], c[2], c[3], c[4], c[5]) for c in f.chunks])
+            for f in wire.files
+        ]
+    except IndexError:
+        raise IntegrityError(f"manifest {manifest_id} names a pack it does not list") from None
+    validate_files(files)
+    return Manifest(kind=wire.kind, name=wire.name, parents=wire.parents, created=wire.created,
+                    author=wire.author, message=wire.message, metadata=wire.metadata, files=files)

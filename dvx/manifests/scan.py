@@ -1,0 +1,104 @@
+"""Folder scanning: which local files an `add`/`sync` takes, and where they go in the dataset."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dvx.errors import NotFoundError, UsageError
+from dvx.manifests.model import validate_link, validate_path
+
+# Folders never swept into a dataset: dvx's own project state and git's.
+ALWAYS_SKIPPED_DIRS = frozenset({".dvx", ".git"})
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    path: str  # in the dataset
+    local: str  # absolute local path
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    executable: bool
+    link: str | None = None
+
+
+def _excluded(rel: str, patterns: Iterable[str]) -> bool:
+    """gitignore-like: a pattern with '/' matches the relative path, one without matches any name."""
+    name = rel.rsplit("/", 1)[-1]
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        if "/" in pattern:
+            if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, pattern + "/*"):
+                return True
+        elif fnmatch.fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+def join_dataset_path(prefix: str, rel: str) -> str:
+    prefix = prefix.strip("/")
+    return validate_path(f"{prefix}/{rel}" if prefix else rel)
+
+
+def _entry(dataset_path: str, local: str, st: os.stat_result, link: str | None = None) -> ScannedFile:
+    return ScannedFile(dataset_path, local, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                       bool(st.st_mode & stat.S_IXUSR), link)
+
+
+def _link_entry(dataset_path: str, local: str, st: os.stat_result, root_path: str) -> ScannedFile:
+    target = os.readlink(local)
+    # Validate against the dataset root: a link must not climb out of what is being added.
+    validate_link(root_path, target)
+    return ScannedFile(dataset_path, local, 0, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, False, target)
+
+
+def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = (),
+         skip: Iterable[str] = ()) -> Iterator[ScannedFile]:
+    """Files under `source` mapped into the dataset: a folder's contents go under `to`, a file goes
+    to `to/<its name>`. Symlinks are kept as links when they stay inside `source`; `skip` lists
+    absolute paths (the project's state folder and dvx.toml) that are never taken."""
+    exclude = list(exclude)
+    skipped = {os.path.abspath(p) for p in skip}
+    root = os.path.abspath(source)
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file or folder: {source}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"{source} is a symlink; add the folder or file it points to")
+    if stat.S_ISREG(st.st_mode):
+        name = os.path.basename(root)
+        yield _entry(join_dataset_path(to, name), root, st)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{source} is neither a file nor a folder")
+    stack = [(root, "")]
+    while stack:
+        folder, rel_folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except PermissionError:
+            raise UsageError(f"cannot read folder {folder}: permission denied") from None
+        for entry in entries:
+            rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
+            if entry.path in skipped or _excluded(rel, exclude):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name not in ALWAYS_SKIPPED_DIRS:
+                    stack.append((entry.path, rel))
+            elif stat.S_ISLNK(st.st_mode):
+                yield _link_entry(join_dataset_path(to, rel), entry.path, st, rel)
+            elif stat.S_ISREG(st.st_mode):
+                yield _entry(join_dataset_path(to, rel), entry.path, st)
+            # sockets, fifos and devices are not data: skipped
+
+
+def as_local(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser().absolute()

@@ -1,0 +1,77 @@
+"""Stat cache: (path, size, mtime, ctime, inode) → stored content, so unchanged files are never re-read.
+
+One SQLite file in the user's cache folder, shared by every process (WAL mode). Entries are per store,
+because chunk locations are. A file modified within _RACY_SECONDS of being read is not cached: its mtime
+could still change without the size or mtime moving (the "racy git" problem).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from dvx.chunks import ChunkRef
+from dvx.manifests.scan import ScannedFile
+
+_RACY_SECONDS = 2.0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    store_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
+    inode INTEGER, content BLOB, PRIMARY KEY (store_id, path))
+"""
+
+
+class CachedContent(msgspec.Struct, array_like=True):
+    size: int
+    digest: str
+    chunks: list[ChunkRef]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(CachedContent)
+
+
+class StatCache:
+    def __init__(self, db_path: str | Path, store_id: str):
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(db_path), timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._store_id = store_id
+
+    def lookup(self, files: list[ScannedFile]) -> dict[str, CachedContent]:
+        """Cached content of the files whose stat still matches, keyed by local path."""
+        found: dict[str, CachedContent] = {}
+        by_local = {f.local: f for f in files if f.link is None}
+        locals_ = list(by_local)
+        for start in range(0, len(locals_), 500):
+            batch = locals_[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT path, size, mtime_ns, ctime_ns, inode, content FROM files "
+                f"WHERE store_id = ? AND path IN ({','.join('?' * len(batch))})",
+                [self._store_id, *batch],
+            )
+            for path, size, mtime_ns, ctime_ns, inode, content in rows:
+                f = by_local[path]
+                if (f.size, f.mtime_ns, f.ctime_ns, f.inode) == (size, mtime_ns, ctime_ns, inode):
+                    found[path] = _decoder.decode(content)
+        return found
+
+    def record(self, items: Iterable[tuple[ScannedFile, CachedContent]]) -> None:
+        racy_after = (time.time() - _RACY_SECONDS) * 1e9
+        rows = [
+            (self._store_id, f.local, f.size, f.mtime_ns, f.ctime_ns, f.inode, _encoder.encode(c))
+            for f, c in items
+            if f.mtime_ns < racy_after and f.ctime_ns < racy_after
+        ]
+        if rows:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,196 @@
+"""Refs on the store: numbered versions (allocated by create-only writes) and tags (moved by CAS).
+
+    refs/<kind>/<quoted name>/versions/<n, 10 digits>.json   create-only, one per version
+    refs/<kind>/<quoted name>/tags/<tag>.json                compare-and-swap, keeps its history
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import quote, unquote
+
+import msgspec
+
+from dvx.errors import ConflictError, NotFoundError, PreconditionFailed, UsageError
+from dvx.fs import Store
+from dvx.refs.names import ID_PREFIX_RE, Ref, check_name, check_tag
+
+FORMAT_VERSION = 1
+_CAS_ATTEMPTS = 50
+KIND_FOLDERS = {"dataset": "datasets", "model": "models"}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class VersionRecord(msgspec.Struct, kw_only=True):
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: int
+    manifest: str
+    created: str
+    author: str
+    message: str = ""
+    files: int = 0
+    bytes: int = 0
+    parents: list[str] = []
+    parent_refs: list[str] = []
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+class TagEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    at: str
+    by: str
+    action: str  # set | move | delete
+    to_version: int | None = None
+    from_version: int | None = None
+    message: str = ""
+
+
+class TagRecord(msgspec.Struct, kw_only=True):
+    format_version: int = FORMAT_VERSION
+    tag: str
+    version: int | None  # None once deleted (history is kept)
+    manifest: str | None
+    history: list[TagEvent] = []
+
+
+class Refs:
+    """Versions and tags of one kind ("dataset" or "model") in a store."""
+
+    def __init__(self, store: Store, kind: str = "dataset"):
+        self.store = store
+        self.kind = kind
+        self._root = f"refs/{KIND_FOLDERS[kind]}"
+
+    def _name_dir(self, name: str) -> str:
+        return f"{self._root}/{quote(check_name(name), safe='')}"
+
+    def _version_key(self, name: str, number: int) -> str:
+        return f"{self._name_dir(name)}/versions/{number:010d}.json"
+
+    def _tag_key(self, name: str, tag: str) -> str:
+        return f"{self._name_dir(name)}/tags/{tag}.json"
+
+    # -- versions ------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(unquote(n) for n in self.store.list(self._root))
+
+    def version_numbers(self, name: str) -> list[int]:
+        numbers = []
+        for entry in self.store.list(f"{self._name_dir(name)}/versions"):
+            stem = entry.removesuffix(".json")
+            if stem.isdigit() and entry.endswith(".json"):
+                numbers.append(int(stem))
+        return sorted(numbers)
+
+    def get_version(self, name: str, number: int) -> VersionRecord:
+        try:
+            data = self.store.read(self._version_key(name, number))
+        except NotFoundError:
+            raise NotFoundError(f"{name}@v{number} does not exist (see `dvx {self.kind} log {name}`)") from None
+        return msgspec.json.decode(data, type=VersionRecord)
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        return [self.get_version(name, n) for n in self.version_numbers(name)]
+
+    def latest(self, name: str) -> VersionRecord | None:
+        numbers = self.version_numbers(name)
+        return self.get_version(name, numbers[-1]) if numbers else None
+
+    def allocate(self, record: VersionRecord) -> VersionRecord:
+        """Give `record` the next free version number: create-only, so racing writers get N and N+1."""
+        numbers = self.version_numbers(record.name)
+        number = numbers[-1] + 1 if numbers else 1
+        while True:
+            record.version = number
+            if self.store.put_create(self._version_key(record.name, number),
+                                     msgspec.json.encode(record, order="sorted")):
+                return record
+            number += 1
+
+    # -- tags ----------------------------------------------------------------------------------
+    def tag_names(self, name: str) -> list[str]:
+        return sorted(t.removesuffix(".json") for t in self.store.list(f"{self._name_dir(name)}/tags")
+                      if t.endswith(".json"))
+
+    def get_tag(self, name: str, tag: str) -> TagRecord | None:
+        data, _ = self.store.read_versioned(self._tag_key(name, check_tag(tag)))
+        return None if data is None else msgspec.json.decode(data, type=TagRecord)
+
+    def tags(self, name: str) -> dict[str, TagRecord]:
+        out = {}
+        for tag in self.tag_names(name):
+            record = self.get_tag(name, tag)
+            if record is not None and record.version is not None:
+                out[tag] = record
+        return out
+
+    def set_tag(self, name: str, tag: str, target: VersionRecord | None, *, by: str, force: bool = False,
+                message: str = "") -> TagRecord:
+        """Point `tag` at `target` (None deletes it) by compare-and-swap, appending to its history."""
+        check_tag(tag)
+        key = self._tag_key(name, tag)
+        for _ in range(_CAS_ATTEMPTS):
+            data, token = self.store.read_versioned(key)
+            record = msgspec.json.decode(data, type=TagRecord) if data else TagRecord(tag=tag, version=None,
+                                                                                      manifest=None)
+            current = record.version
+            if target is None:
+                if current is None:
+                    raise NotFoundError(f"tag {tag!r} of {name} does not exist")
+                event = TagEvent(at=now_iso(), by=by, action="delete", from_version=current, message=message)
+                record.version, record.manifest = None, None
+            else:
+                if current == target.version:
+                    return record
+                if current is not None and not force:
+                    raise ConflictError(
+                        f"tag {tag!r} already points at {name}@v{current}; use --force to move it")
+                event = TagEvent(at=now_iso(), by=by, action="move" if current else "set",
+                                 to_version=target.version, from_version=current, message=message)
+                record.version, record.manifest = target.version, target.manifest
+            record.history.append(event)
+            try:
+                self.store.put_if(key, msgspec.json.encode(record, order="sorted"), token)
+                return record
+            except PreconditionFailed:
+                continue
+        raise ConflictError(f"tag {tag!r} of {name} keeps changing under concurrent writers; try again")
+
+    # -- resolution ----------------------------------------------------------------------------
+    def resolve(self, ref: Ref) -> VersionRecord:
+        """The version a reference means: vN, a tag, an id prefix, or (no selector) the latest."""
+        if ref.selector is None or ref.selector == "latest":
+            record = self.latest(ref.name)
+            if record is None:
+                raise NotFoundError(self._missing_name_message(ref.name))
+            return record
+        number = ref.version_number
+        if number is not None:
+            if not self.version_numbers(ref.name):
+                raise NotFoundError(self._missing_name_message(ref.name))
+            return self.get_version(ref.name, number)
+        try:
+            tag = self.get_tag(ref.name, ref.selector)
+        except UsageError:
+            tag = None
+        if tag is not None and tag.version is not None:
+            return self.get_version(ref.name, tag.version)
+        if ID_PREFIX_RE.fullmatch(ref.selector):
+            matches = [r for r in self.versions(ref.name) if r.manifest.startswith(ref.selector)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise UsageError(f"version id prefix {ref.selector!r} of {ref.name} is ambiguous; give more digits")
+        if not self.version_numbers(ref.name):
+            raise NotFoundError(self._missing_name_message(ref.name))
+        raise NotFoundError(f"{ref} does not exist: no version, tag or version id {ref.selector!r} "
+                            f"(see `dvx {self.kind} log {ref.name}`)")
+
+    def _missing_name_message(self, name: str) -> str:
+        return f"no {self.kind} named {name!r} in this store (see `dvx {self.kind} list`)"
