@@ -1,0 +1,66 @@
+"""The `dvx` command: the root group and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dvx.cli import commands
+from dvx.cli.common import options
+from dvx.cli.dataset import dataset_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", metavar="URL", help="Store to use (overrides DVX_STORE and dvx.toml).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="dvx")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> None:
+    """dvx: version datasets and models like code."""
+    opts = options(ctx)
+    opts.store, opts.json, opts.debug = store, as_json, debug
+
+
+cli.add_command(dataset_group)
+for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: user mistakes print `dvx: error: …` and exit with the error's code (docs/cli.md)."""
+    from dvx.errors import DvxError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="dvx", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("dvx: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("dvx: interrupted", err=True)
+        sys.exit(130)
+    except DvxError as exc:
+        if debug:
+            raise
+        click.echo(f"dvx: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # a bug: say so in one line, keep the traceback behind --debug
+        if debug:
+            raise
+        click.echo(f"dvx: error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
