@@ -20,7 +20,8 @@ from pathlib import Path
 
 import msgspec
 import xxhash
-from filelock import FileLock, Timeout
+
+from dvx.locks import FileLock, LockTimeout
 
 _FORMAT_VERSION = 1
 
@@ -71,7 +72,7 @@ class CheckoutCache:
 
     def _lock(self, key: str) -> FileLock:
         self.locks.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.locks / f"{key}.lock"), timeout=3600)
+        return FileLock(str(self.locks / f"{key}.lock"), timeout=3600, what="a cache entry")
 
     def _meta_path(self, key: str) -> Path:
         return self.entries / f"{key}.json"
@@ -131,7 +132,7 @@ class CheckoutCache:
             lock = self._lock(key)
             try:
                 lock.acquire(timeout=0)
-            except Timeout:
+            except LockTimeout:
                 continue
             try:
                 self._meta_path(key).unlink(missing_ok=True)

@@ -10,13 +10,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import msgspec
-from filelock import FileLock
 
 from dvx.api.model import AddResult, CommitResult, Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
+from dvx.locks import FileLock
 from dvx.manifests import (
     CachedContent,
     Change,
@@ -29,7 +29,7 @@ from dvx.manifests import (
 )
 from dvx.refs import VersionRecord, check_name, check_tag, now_iso, parse_ref
 
-DRAFT_FORMAT_VERSION = 1
+DRAFT_FORMAT_VERSION = 2
 
 
 class DraftState(msgspec.Struct, kw_only=True):
@@ -42,7 +42,9 @@ class DraftState(msgspec.Struct, kw_only=True):
     message: str = ""
     created: str
     metadata: dict = {}
-    files: list[FileEntry] = []
+    # The draft is its parents' merged files plus these edits (small even for huge datasets).
+    changed: list[FileEntry] = []
+    removed: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -80,7 +82,7 @@ class Drafts:
     @contextmanager
     def locked(self, name: str):
         self.folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path(name)) + ".lock", timeout=600):
+        with FileLock(str(self.path(name)) + ".lock", timeout=600, what=f"the draft of {name}"):
             yield
 
     def load(self, name: str) -> DraftState:
@@ -153,17 +155,31 @@ def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
     return out
 
 
-def _put(files: dict[str, FileEntry], entry: FileEntry) -> None:
-    """Insert, replacing a file that sits where a folder is needed and a folder that sits where a file goes."""
-    parent = entry.path
-    while "/" in parent:
-        parent = parent.rsplit("/", 1)[0]
-        files.pop(parent, None)
-    prefix = entry.path + "/"
-    if any(p.startswith(prefix) for p in files):
-        for path in [p for p in files if p.startswith(prefix)]:
-            del files[path]
-    files[entry.path] = entry
+def _folders(paths) -> set[str]:
+    out: set[str] = set()
+    for path in paths:
+        while "/" in path:
+            path = path.rsplit("/", 1)[0]
+            if path in out:
+                break
+            out.add(path)
+    return out
+
+
+def _put_all(files: dict[str, FileEntry], entries: list[FileEntry]) -> None:
+    """Insert entries, replacing a file that sits where a folder is needed and a folder where a file goes."""
+    folders = _folders(files)
+    for entry in entries:
+        parent = entry.path
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            files.pop(parent, None)
+        if entry.path in folders:
+            prefix = entry.path + "/"
+            for path in [p for p in files if p.startswith(prefix)]:
+                del files[path]
+            folders.discard(entry.path)
+        files[entry.path] = entry
 
 
 class Dataset:
@@ -190,7 +206,6 @@ class Dataset:
             records = [latest] if latest else []
         else:
             records = [repo.resolve(_with_default_name(p, name), kind) for p in parents]
-        manifests = [repo.read_manifest(r.manifest) for r in records]
         with draft.drafts.locked(name):
             if draft.drafts.exists(name) and not replace:
                 raise ConflictError(
@@ -199,8 +214,7 @@ class Dataset:
             repo.chunk_store(create=True)
             state = DraftState(kind=kind, name=name, store_url=repo.settings.store_url,
                                parents=[r.manifest for r in records], parent_refs=[r.ref for r in records],
-                               message=message, created=now_iso(), metadata=dict(metadata or {}),
-                               files=list(_merge_parents(manifests).values()))
+                               message=message, created=now_iso(), metadata=dict(metadata or {}))
             draft.drafts.save(state)
             draft.drafts.set_current(name)
         return draft
@@ -222,6 +236,28 @@ class Dataset:
     def state(self) -> DraftState:
         return self.drafts.load(self.name)
 
+    # -- the draft's file view -------------------------------------------------------------------
+    def base_files(self, state: DraftState | None = None) -> dict[str, FileEntry]:
+        """The parents' files merged (first parent wins)."""
+        state = state or self.state()
+        return _merge_parents([self.repo.read_manifest(p) for p in state.parents])
+
+    def files(self, state: DraftState | None = None,
+              base: dict[str, FileEntry] | None = None) -> dict[str, FileEntry]:
+        """Every file of the draft as it stands: parents' files with the draft's edits applied."""
+        state = state or self.state()
+        files = dict(self.base_files(state) if base is None else base)
+        for path in state.removed:
+            files.pop(path, None)
+        for entry in state.changed:
+            files[entry.path] = entry
+        return files
+
+    def _save_files(self, state: DraftState, base: dict[str, FileEntry], files: dict[str, FileEntry]) -> None:
+        state.changed = [e for p, e in files.items() if (b := base.get(p)) is None or not b.same_content(e)]
+        state.removed = [p for p in base if p not in files]
+        self.drafts.save(state)
+
     # -- changing the draft ----------------------------------------------------------------------
     def add(self, *paths: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = (),
             progress: ProgressFactory = no_progress) -> AddResult:
@@ -236,12 +272,11 @@ class Dataset:
                 scanned[item.path] = item
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            entries, result = self._store_files(list(scanned.values()), progress)
-            files = {f.path: f for f in state.files}
-            for entry in entries:
-                _put(files, entry)
-            state.files = list(files.values())
-            self.drafts.save(state)
+            base = self.base_files(state)
+            files = self.files(state, base)
+            entries, result = self._store_files(list(scanned.values()), files, progress)
+            _put_all(files, entries)
+            self._save_files(state, base, files)
         return result
 
     def sync(self, folder: str | os.PathLike[str], exclude: Iterable[str] = (),
@@ -252,11 +287,12 @@ class Dataset:
             raise UsageError(f"{folder} is not a folder; `sync` mirrors a folder into the dataset root")
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            before = {f.path: f for f in state.files}
-            entries, _ = self._store_files(scanned, progress)
-            state.files = entries
-            self.drafts.save(state)
-        return diff_files(before, {e.path: e for e in entries})
+            base = self.base_files(state)
+            before = self.files(state, base)
+            entries, _ = self._store_files(scanned, before, progress)
+            after = {e.path: e for e in entries}
+            self._save_files(state, base, after)
+        return diff_files(before, after)
 
     def remove(self, *patterns: str) -> list[str]:
         """Remove files matching the globs (relative to the dataset root; a folder name removes its files)."""
@@ -264,59 +300,74 @@ class Dataset:
             raise UsageError("nothing to remove: give at least one path or glob")
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            removed, kept = [], []
-            for entry in state.files:
-                (removed if any(_matches(entry.path, p) for p in patterns) else kept).append(entry)
+            base = self.base_files(state)
+            files = self.files(state, base)
+            removed = sorted(p for p in files if any(_matches(p, pattern) for pattern in patterns))
             if not removed:
                 raise NotFoundError(f"no file in the draft of {self.name} matches {' '.join(patterns)}")
-            state.files = kept
-            self.drafts.save(state)
-        return sorted(e.path for e in removed)
+            for path in removed:
+                del files[path]
+            self._save_files(state, base, files)
+        return removed
 
-    def _store_files(self, scanned: list[ScannedFile], progress: ProgressFactory) -> tuple[list[FileEntry], AddResult]:
-        """FileEntries for scanned files: from the stat cache when unchanged, else read and stored."""
+    def _store_files(self, scanned: list[ScannedFile], known: dict[str, FileEntry],
+                     progress: ProgressFactory) -> tuple[list[FileEntry], AddResult]:
+        """FileEntries for scanned files: reused when the stat cache says unchanged, else read and stored.
+
+        `known` (the draft's current files) lets an unchanged file reuse its entry without decoding
+        the cached chunk list."""
         repo = self.repo
         chunk_store = repo.chunk_store(create=True)
         cache = repo.stat_cache()
-        cached = cache.lookup(scanned)
-        live_packs: dict[str, bool] = {}
-        for content in cached.values():
-            for ref in content.chunks:
-                if ref.pack not in live_packs:
-                    live_packs[ref.pack] = repo.store.exists(pack_key(ref.pack))
-        to_read = [f for f in scanned if f.link is None and not (
-            f.local in cached and all(live_packs[c.pack] for c in cached[f.local].chunks))]
+        hits = cache.lookup(scanned)
+        entries: dict[str, FileEntry] = {}
+        pack_alive: dict[str, bool] = {}
+        to_read: list[ScannedFile] = []
+        for f in scanned:
+            if f.link is not None:
+                entries[f.path] = FileEntry(path=f.path, link=f.link)
+                continue
+            hit = hits.get(f.local)
+            if hit is None:
+                to_read.append(f)
+                continue
+            current = known.get(f.path)
+            if current is not None and current.digest == hit.digest and current.size == hit.size \
+                    and current.link is None:
+                entries[f.path] = current if current.executable == f.executable else FileEntry(
+                    path=f.path, size=current.size, digest=current.digest, executable=f.executable,
+                    chunks=current.chunks)
+                continue
+            chunks = hit.chunks()
+            for ref in chunks:
+                if ref.pack not in pack_alive:
+                    pack_alive[ref.pack] = repo.store.exists(pack_key(ref.pack))
+            if all(pack_alive[c.pack] for c in chunks):
+                entries[f.path] = FileEntry(path=f.path, size=hit.size, digest=hit.digest,
+                                            executable=f.executable, chunks=chunks)
+            else:
+                to_read.append(f)
         result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
-        contents: dict[str, CachedContent] = {f.local: cached[f.local] for f in scanned if f.local in cached}
         if to_read:
             total = sum(f.size for f in to_read)
             with progress(f"storing {len(to_read)} files", total) as advance:
                 ingested, writer = chunk_store.ingest(((f, f.local) for f in to_read), progress=advance)
-            fresh = [(item.source, CachedContent(item.size, item.digest, item.chunks)) for item in ingested]
-            for scanned_file, content in fresh:
-                contents[scanned_file.local] = content
+            fresh = []
+            for item in ingested:
+                f = item.source
+                entries[f.path] = FileEntry(path=f.path, size=item.size, digest=item.digest,
+                                            executable=f.executable, chunks=item.chunks)
+                fresh.append((f, CachedContent(item.size, item.digest, item.chunks)))
             cache.record(fresh)
             result.read_files, result.read_bytes = len(to_read), total
             result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
         result.unchanged_files = len(scanned) - len(to_read)
-        entries = []
-        for f in scanned:
-            if f.link is not None:
-                entries.append(FileEntry(path=f.path, link=f.link))
-            else:
-                content = contents[f.local]
-                entries.append(FileEntry(path=f.path, size=content.size, digest=content.digest,
-                                         executable=f.executable, chunks=content.chunks))
-        return entries, result
-
-    # -- looking at the draft ----------------------------------------------------------------------
-    def base_files(self, state: DraftState | None = None) -> dict[str, FileEntry]:
-        state = state or self.state()
-        return _merge_parents([self.repo.read_manifest(p) for p in state.parents])
+        return [entries[f.path] for f in scanned], result
 
     def status(self) -> list[Change]:
         state = self.state()
-        return diff_files(self.base_files(state), {f.path: f for f in state.files})
+        base = self.base_files(state)
+        return diff_files(base, self.files(state, base))
 
     # -- commit ----------------------------------------------------------------------------------
     def commit(self, message: str | None = None, tags: Sequence[str] = (), *, force_tags: bool = False,
@@ -331,20 +382,20 @@ class Dataset:
             check_tag(tag)
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            base = self.base_files(state)
-            current = {f.path: f for f in state.files}
-            unchanged = not diff_files(base, current) and len(state.parents) == 1
+            unchanged = not state.changed and not state.removed and len(state.parents) == 1
             if unchanged and not allow_empty:
                 record = refs.resolve(parse_ref(state.parent_refs[0]))
                 self._check_tags(record, tags, force_tags)
                 self._apply_tags(record, tags, force_tags)
                 self.drafts.delete(self.name)
                 return CommitResult(self._version(record), created=False)
-            if not state.parents and not state.files and not allow_empty:
+            base = self.base_files(state)
+            files = self.files(state, base)
+            if not state.parents and not files and not allow_empty:
                 raise UsageError(f"the draft of {self.name} is empty; add files first (`dvx {self.kind} add PATH`)")
             manifest = Manifest(kind=self.kind, name=self.name, parents=state.parents, created=now_iso(),
                                 author=repo.settings.author, message=message if message is not None else state.message,
-                                metadata=state.metadata, files=state.files)
+                                metadata=state.metadata, files=list(files.values()))
             if tags:
                 self._check_tags(None, tags, force_tags)
             manifest_id = repo.write_manifest(manifest)
@@ -355,7 +406,7 @@ class Dataset:
             self._apply_tags(record, tags, force_tags)
             self.drafts.delete(self.name)
         parent_chunks = {c.id for f in base.values() for c in f.chunks}
-        new_chunks = {c.id: c.length for f in state.files for c in f.chunks if c.id not in parent_chunks}
+        new_chunks = {c.id: c.length for f in files.values() for c in f.chunks if c.id not in parent_chunks}
         return CommitResult(self._version(record), created=True, stored_bytes=sum(new_chunks.values()))
 
     def _check_tags(self, record: VersionRecord | None, tags: Sequence[str], force: bool) -> None:

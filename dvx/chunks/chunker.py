@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,15 +39,40 @@ class Chunker:
         for chunk in self._cdc.cut_buf(view):
             yield view[chunk.offset:chunk.offset + chunk.length]
 
+    def split_path(self, path: str, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
+        """Chunks of the file at `path`; a small file is read in one call (the common case)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size < block_size:
+                data = os.read(fd, size + 1)
+                if len(data) == size + 1 or len(data) < size:  # grew or shrank while read: go the long way
+                    os.lseek(fd, 0, os.SEEK_SET)
+                else:
+                    if len(data) <= self.params.min_size:
+                        if data:
+                            yield memoryview(data)
+                    else:
+                        yield from self.split_buffer(data)
+                    return
+            with os.fdopen(os.dup(fd), "rb", buffering=0) as file:
+                yield from self.split_file(file, block_size)
+        finally:
+            os.close(fd)
+
     def split_file(self, file, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
         """Chunks of an open binary file, identical to chunking it whole, holding ~one block in memory.
 
         FastCDC restarts its rolling hash at every cut, so re-cutting from the start of a block's last
         (possibly truncated) chunk gives the same boundaries as one pass over the whole file.
         """
+        remaining = os.fstat(file.fileno()).st_size
         tail = b""
         while True:
-            buffer = bytearray(len(tail) + block_size)
+            # Size the buffer to what is left (+1 to notice a file that grew): small files cost
+            # small buffers, and views into them may stay alive in the hashing batches.
+            wanted = min(block_size, max(remaining, 0) + 1)
+            buffer = bytearray(len(tail) + wanted)
             buffer[: len(tail)] = tail
             filled = len(tail)
             while filled < len(buffer):
@@ -55,6 +81,7 @@ class Chunker:
                     break
                 filled += read
             at_end = filled < len(buffer)
+            remaining -= filled - len(tail)
             view = memoryview(buffer)[:filled]
             if not view:
                 return

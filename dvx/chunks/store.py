@@ -264,17 +264,16 @@ class ChunkStore:
                 for source, path in sources:
                     pending = _Pending(source, xxhash.xxh3_128())
                     try:
-                        with open(path, "rb", buffering=0) as f:
-                            for view in self.chunker.split_file(f):
-                                pending.hasher.update(view)
-                                pending.size += len(view)
-                                batch.append(view)
-                                owners.append(pending)
-                                batch_bytes += len(view)
-                                if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_CHUNKS:
-                                    in_flight.append((pool.submit(work, batch), owners, closing))
-                                    batch, owners, closing, batch_bytes = [], [], [], 0
-                                    drain(self.jobs * 2)
+                        for view in self.chunker.split_path(path):
+                            pending.hasher.update(view)
+                            pending.size += len(view)
+                            batch.append(view)
+                            owners.append(pending)
+                            batch_bytes += len(view)
+                            if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_CHUNKS:
+                                in_flight.append((pool.submit(work, batch), owners, closing))
+                                batch, owners, closing, batch_bytes = [], [], [], 0
+                                drain(self.jobs * 2)
                     except OSError as exc:
                         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
                     closing.append(pending)

@@ -55,10 +55,9 @@ def create(name: str, parents: tuple[str, ...], message: str, replace: bool) -> 
 
     draft = Dataset.create(name, list(parents) or None, message, store=store_option(), replace=replace)
     state = draft.state()
-    emit({"name": name, "parents": state.parent_refs, "files": len(state.files), "store": state.store_url},
+    emit({"name": name, "parents": state.parent_refs, "store": state.store_url},
          lambda: click.echo(f"opened a draft of {name}"
-                            + (f" from {', '.join(state.parent_refs)}" if state.parent_refs else " (new dataset)")
-                            + f" with {len(state.files)} files"))
+                            + (f" from {', '.join(state.parent_refs)}" if state.parent_refs else " (new dataset)")))
 
 
 @dataset_group.command("add")

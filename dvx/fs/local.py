@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import xxhash
-from filelock import FileLock
 
 from dvx.errors import NotFoundError, PreconditionFailed, StoreError
 from dvx.fs.base import ObjectInfo, Store, Upload, check_key
+from dvx.locks import FileLock
 
 _TMP = "tmp"
 _LOCKS = "locks"
@@ -178,7 +178,7 @@ class LocalStore(Store):
     def _lock(self, key: str) -> FileLock:
         lock_dir = self.root / _LOCKS
         lock_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(lock_dir / f"{_token(key.encode())}.lock"), timeout=60)
+        return FileLock(str(lock_dir / f"{_token(key.encode())}.lock"), timeout=60, what=f"the ref {key}")
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         try:

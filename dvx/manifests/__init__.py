@@ -14,10 +14,10 @@ from dvx.manifests.model import (
 )
 from dvx.manifests.scan import ScannedFile, scan
 from dvx.manifests.select import matches_glob, parse_part, select_files, split_parts
-from dvx.manifests.statcache import CachedContent, StatCache
+from dvx.manifests.statcache import CachedContent, CacheHit, StatCache
 
 __all__ = [
-    "EMPTY_DIGEST", "CachedContent", "Change", "FileEntry", "Manifest", "ScannedFile", "StatCache", "checkout",
+    "EMPTY_DIGEST", "CacheHit", "CachedContent", "Change", "FileEntry", "Manifest", "ScannedFile", "StatCache", "checkout",
     "compress_manifest", "decode_manifest", "diff_files", "encode_manifest", "manifest_key", "scan", "summarise",
     "validate_path", "matches_glob", "parse_part", "select_files", "split_parts",
 ]

@@ -16,6 +16,26 @@ from dvx.errors import IntegrityError, StoreError, UsageError
 from dvx.manifests.model import FileEntry
 
 ProgressFn = Callable[[int], None]
+_BATCH_BYTES = 8 << 20
+_BATCH_FILES = 256
+_SMALL_FILE = 4 << 20
+
+
+def _batches(files: list[FileEntry]) -> list[list[FileEntry]]:
+    """Neighbouring files grouped into tasks of a few MiB: one pool task per small file costs more
+    than writing it."""
+    batches: list[list[FileEntry]] = []
+    current: list[FileEntry] = []
+    size = 0
+    for entry in files:
+        current.append(entry)
+        size += entry.size
+        if size >= _BATCH_BYTES or len(current) >= _BATCH_FILES:
+            batches.append(current)
+            current, size = [], 0
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _umask() -> int:
@@ -59,46 +79,85 @@ def checkout(
     folders = _FolderMaker(root)
     base_mode = 0o444 if read_only else 0o666 & ~_umask()
 
-    def write_one(entry: FileEntry) -> None:
-        target = root / entry.path
-        folders.ensure(target.parent)
-        tmp = target.parent / f".{target.name}.dvx-{uuid.uuid4().hex[:8]}"
-        mode = base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
+    def verified_chunks(entry: FileEntry):
+        digest = xxhash.xxh3_128()
+        for data in chunk_store.read_chunks(entry.chunks):
+            digest.update(data)
+            yield data
+        if digest.hexdigest() != entry.digest:
+            raise IntegrityError("content does not match the recorded file digest")
+
+    def write_small(entry: FileEntry, target: Path, mode: int) -> None:
+        """Read and verify the whole (small) file first, then create it with one write.
+
+        A temp file + rename per small file costs ~20x more on ext4, and nothing is written before the
+        content is known to be good."""
+        data = b"".join(verified_chunks(entry))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            digest = xxhash.xxh3_128()
+            fd = os.open(target, flags, mode)
+        except PermissionError:  # a read-only file from an earlier get: replace it
+            target.unlink()
+            fd = os.open(target, flags, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            target.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.chmod(target, mode)
+
+    def write_large(entry: FileEntry, target: Path, mode: int) -> None:
+        """Stream into a temp file beside the target and rename it into place once verified."""
+        tmp = target.parent / f".{target.name}.dvx-{uuid.uuid4().hex[:8]}"
+        try:
             with open(tmp, "wb", buffering=0) as out:
-                for data in chunk_store.read_chunks(entry.chunks):
-                    digest.update(data)
+                for data in verified_chunks(entry):
                     view = memoryview(data)
                     while view:
                         view = view[out.write(view):]
                     if progress:
                         progress(len(data))
-            if digest.hexdigest() != entry.digest:
-                raise IntegrityError("content does not match the recorded file digest")
             os.chmod(tmp, mode)
-            if target.is_dir() and not target.is_symlink():
-                raise UsageError(f"cannot write {target}: a folder is in the way")
             os.replace(tmp, target)
-        except IntegrityError as exc:
-            tmp.unlink(missing_ok=True)
-            raise IntegrityError(f"{context}: file {entry.path}: {exc}") from None
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
+    def write_one(entry: FileEntry) -> None:
+        target = root / entry.path
+        folders.ensure(target.parent)
+        mode = base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
+        if target.is_dir() and not target.is_symlink():
+            raise UsageError(f"cannot write {target}: a folder is in the way")
+        try:
+            if entry.size <= _SMALL_FILE:
+                write_small(entry, target, mode)
+                if progress:
+                    progress(entry.size)
+            else:
+                write_large(entry, target, mode)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{context}: file {entry.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+    def write_batch(batch: list[FileEntry]) -> None:
+        for entry in batch:
+            write_one(entry)
+
     regular = [f for f in files if f.link is None]
     regular.sort(key=lambda f: (f.chunks[0].pack, f.chunks[0].offset) if f.chunks else ("", 0))
-    jobs = chunk_store.jobs
-    if len(regular) == 1 or jobs == 1:
-        for entry in regular:
-            write_one(entry)
+    batches = _batches(regular)
+    if len(batches) == 1 or chunk_store.jobs == 1:
+        for batch in batches:
+            write_batch(batch)
     else:
-        with ThreadPoolExecutor(jobs) as pool:
-            for _ in pool.map(write_one, regular):
+        with ThreadPoolExecutor(chunk_store.jobs) as pool:
+            for _ in pool.map(write_batch, batches):
                 pass
     for entry in (f for f in files if f.link is not None):
         target = root / entry.path

@@ -88,11 +88,12 @@ def manifest_key(manifest_id: str) -> str:
 
 def validate_path(path: str) -> str:
     """Dataset paths: relative, '/'-separated, normalised, no '.'/'..' parts, no NUL, valid Unicode."""
-    if not path or path.startswith("/") or "\x00" in path:
+    if not path or path[0] == "/" or "\x00" in path:
         raise UsageError(f"invalid path in dataset: {path!r} (must be relative, non-empty, without NUL)")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UsageError(f"invalid path in dataset: {path!r} (no empty, '.' or '..' parts)")
+    if "." in path or "//" in path or path[-1] == "/":
+        wrapped = f"/{path}/"
+        if "/./" in wrapped or "/../" in wrapped or "//" in wrapped:
+            raise UsageError(f"invalid path in dataset: {path!r} (no empty, '.' or '..' parts)")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:

@@ -16,7 +16,7 @@ from dvx.manifests.model import validate_link, validate_path
 ALWAYS_SKIPPED_DIRS = frozenset({".dvx", ".git"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScannedFile:
     path: str  # in the dataset
     local: str  # absolute local path

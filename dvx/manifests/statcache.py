@@ -7,6 +7,7 @@ could still change without the size or mtime moving (the "racy git" problem).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -19,9 +20,9 @@ from dvx.manifests.scan import ScannedFile
 
 _RACY_SECONDS = 2.0
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
+CREATE TABLE IF NOT EXISTS files_v1 (
     store_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
-    inode INTEGER, content BLOB, PRIMARY KEY (store_id, path))
+    inode INTEGER, digest TEXT, chunks BLOB, PRIMARY KEY (store_id, path))
 """
 
 
@@ -31,8 +32,20 @@ class CachedContent(msgspec.Struct, array_like=True):
     chunks: list[ChunkRef]
 
 
+class CacheHit:
+    """A stat-cache match; the chunk list is decoded only if the caller needs it."""
+
+    __slots__ = ("size", "digest", "_blob")
+
+    def __init__(self, size: int, digest: str, blob: bytes):
+        self.size, self.digest, self._blob = size, digest, blob
+
+    def chunks(self) -> list[ChunkRef]:
+        return _chunks_decoder.decode(self._blob)
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(CachedContent)
+_chunks_decoder = msgspec.msgpack.Decoder(list[ChunkRef])
 
 
 class StatCache:
@@ -44,34 +57,51 @@ class StatCache:
         self._db.execute(_SCHEMA)
         self._store_id = store_id
 
-    def lookup(self, files: list[ScannedFile]) -> dict[str, CachedContent]:
+    def lookup(self, files: list[ScannedFile]) -> dict[str, CacheHit]:
         """Cached content of the files whose stat still matches, keyed by local path."""
-        found: dict[str, CachedContent] = {}
+        found: dict[str, CacheHit] = {}
         by_local = {f.local: f for f in files if f.link is None}
+        if len(by_local) > 1000:
+            # One range scan over the files' common folder beats thousands of point lookups.
+            root = os.path.commonpath(list(by_local))
+            rows = self._db.execute(
+                "SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 "
+                "WHERE store_id = ? AND path >= ? AND path < ?", (self._store_id, root, root + "\U0010ffff"))
+            self._match(rows, by_local, found)
+            return found
         locals_ = list(by_local)
         for start in range(0, len(locals_), 500):
             batch = locals_[start:start + 500]
             rows = self._db.execute(
-                f"SELECT path, size, mtime_ns, ctime_ns, inode, content FROM files "
+                f"SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 "
                 f"WHERE store_id = ? AND path IN ({','.join('?' * len(batch))})",
                 [self._store_id, *batch],
             )
-            for path, size, mtime_ns, ctime_ns, inode, content in rows:
-                f = by_local[path]
-                if (f.size, f.mtime_ns, f.ctime_ns, f.inode) == (size, mtime_ns, ctime_ns, inode):
-                    found[path] = _decoder.decode(content)
+            self._match(rows, by_local, found)
         return found
+
+    @staticmethod
+    def _match(rows, by_local: dict[str, ScannedFile], found: dict[str, CacheHit]) -> None:
+        for path, size, mtime_ns, ctime_ns, inode, digest, blob in rows:
+            f = by_local.get(path)
+            if f is not None and (f.size, f.mtime_ns, f.ctime_ns, f.inode) == (size, mtime_ns, ctime_ns, inode):
+                found[path] = CacheHit(size, digest, blob)
 
     def record(self, items: Iterable[tuple[ScannedFile, CachedContent]]) -> None:
         racy_after = (time.time() - _RACY_SECONDS) * 1e9
         rows = [
-            (self._store_id, f.local, f.size, f.mtime_ns, f.ctime_ns, f.inode, _encoder.encode(c))
+            (self._store_id, f.local, f.size, f.mtime_ns, f.ctime_ns, f.inode, c.digest, _encoder.encode(c.chunks))
             for f, c in items
             if f.mtime_ns < racy_after and f.ctime_ns < racy_after
         ]
         if rows:
-            with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO files_v1 VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
