@@ -22,6 +22,10 @@ __all__ = [
 ]
 
 
+def _globs(glob: Sequence[str] | str | None) -> builtins.list[str]:
+    return [glob] if isinstance(glob, str) else builtins.list(glob or ())
+
+
 def _part(part: tuple[int, int] | str | None) -> tuple[int, int] | None:
     return parse_part(part) if isinstance(part, str) else part
 
@@ -30,10 +34,9 @@ def get(ref: str, dest: str | os.PathLike[str] | None = None, glob: Sequence[str
         part: tuple[int, int] | str | None = None, link: str = "copy", *, store: str | None = None,
         progress: ProgressFactory = no_progress) -> Path:
     """Fetch a version: a read-only cached copy (no `dest`) or a writable copy in `dest`."""
-    globs = [glob] if isinstance(glob, str) else list(glob or ())
     repo = Repo(store=store)
     try:
-        return reading.get(repo, ref, dest, glob=globs, part=_part(part), link=link, progress=progress)
+        return reading.get(repo, ref, dest, glob=_globs(glob), part=_part(part), link=link, progress=progress)
     finally:
         repo.close()
 
@@ -43,12 +46,12 @@ def open(ref_path: str, mode: str = "rb", encoding: str | None = None, *, store:
     return reading.open_file(Repo(store=store), ref_path, mode, encoding)
 
 
-def files(ref: str, glob: Sequence[str] = (), part: tuple[int, int] | str | None = None, *,
-          store: str | None = None) -> list[FileInfo]:
+def files(ref: str, glob: Sequence[str] | str | None = None, part: tuple[int, int] | str | None = None, *,
+          store: str | None = None) -> builtins.list[FileInfo]:
     """The files of a version (optionally a glob selection or one worker's part)."""
     resolved = reading.resolve(Repo(store=store), ref)
     return [FileInfo(f.path, f.size, f.digest, f.executable, f.link)
-            for f in select_files(resolved.manifest.files, list(glob), _part(part))]
+            for f in select_files(resolved.manifest.files, _globs(glob), _part(part))]
 
 
 def version(ref: str, *, store: str | None = None) -> Version:

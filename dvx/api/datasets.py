@@ -139,20 +139,32 @@ class Drafts:
 
 
 def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
-    """Files of several parents; on a path present in more than one, the FIRST parent wins."""
+    """Files of several parents; where they disagree about a path the FIRST parent wins: a later
+    parent's file is dropped if an earlier one has a file or folder at that path or a file at one of
+    its parent folders."""
     merged: dict[str, FileEntry] = {}
-    for manifest in reversed(manifests):
-        merged.update(manifest.by_path())
-    # Drop entries that now sit under a file or link of a higher-priority parent.
-    ordered = sorted(merged)
-    out: dict[str, FileEntry] = {}
-    blocked: str | None = None
-    for path in ordered:
-        if blocked is not None and path.startswith(blocked + "/"):
+    folders: set[str] = set()
+    for index, manifest in enumerate(manifests):
+        if index == 0:
+            merged.update(manifest.by_path())
+            folders = _folders(merged)
             continue
-        out[path] = merged[path]
-        blocked = path
-    return out
+        taken = dict(merged)
+        for entry in manifest.files:
+            path = entry.path
+            if path in taken or path in folders or _ancestor_in(path, taken):
+                continue
+            merged[path] = entry
+        folders = _folders(merged)
+    return merged
+
+
+def _ancestor_in(path: str, files: dict[str, FileEntry]) -> bool:
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        if path in files:
+            return True
+    return False
 
 
 def _folders(paths) -> set[str]:
@@ -382,7 +394,8 @@ class Dataset:
             check_tag(tag)
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            unchanged = not state.changed and not state.removed and len(state.parents) == 1
+            unchanged = (not state.changed and not state.removed and len(state.parents) == 1
+                         and parse_ref(state.parent_refs[0]).name == self.name)
             if unchanged and not allow_empty:
                 record = refs.resolve(parse_ref(state.parent_refs[0]))
                 self._check_tags(record, tags, force_tags)

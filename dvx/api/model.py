@@ -66,6 +66,14 @@ class CommitResult:
     created: bool
     stored_bytes: int = 0
 
+    @property
+    def ref(self) -> str:
+        return self.version.ref
+
+    @property
+    def id(self) -> str:
+        return self.version.id
+
     def to_dict(self) -> dict:
         out = self.version.to_dict()
         out["created_new_version"] = self.created

@@ -97,7 +97,7 @@ def _link_tree(source: Path, dest: Path, files: Sequence[FileEntry], mode: str) 
             os.link(origin, target)
         else:
             _reflink_or_copy(origin, target)
-            os.chmod(target, os.stat(target).st_mode | 0o200)
+            os.chmod(target, (os.stat(origin).st_mode & 0o777) | 0o200)
 
 
 def _reflink_or_copy(origin: Path, target: Path) -> None:

@@ -47,6 +47,9 @@ def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
         return payload
     if codec == ZSTD:
         try:
+            declared = zstandard.frame_content_size(payload)
+            if declared > raw_size:  # the header would override max_output_size below
+                raise IntegrityError(f"zstd frame declares {declared} bytes where {raw_size} were recorded")
             return _decompressor().decompress(payload, max_output_size=raw_size)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"corrupt zstd frame: {exc}") from None

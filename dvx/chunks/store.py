@@ -215,10 +215,13 @@ class ChunkStore:
         level = self.config.compression.level
         index = self._index
 
-        def work(views: list[memoryview]) -> list[tuple[str, int, object, int]]:
+        def work(views: list[memoryview], owners: list[_Pending]) -> list[tuple[str, int, object, int]]:
             out = []
             incompressible_run = 0
-            for view in views:
+            previous_owner = None
+            for view, owner in zip(views, owners):
+                if owner is not previous_owner:
+                    incompressible_run, previous_owner = 0, owner
                 cid = xxhash.xxh3_128_hexdigest(view)
                 if cid in index or writer.has(cid):
                     out.append((cid, -1, None, len(view)))
@@ -236,16 +239,19 @@ class ChunkStore:
         finished: list[_Pending] = []
         in_flight: deque = deque()
 
-        def store_new(results: list[tuple[str, int, object, int]]) -> None:
-            for cid, codec_id, payload, raw_size in results:
+        def store_new(results: list[tuple[str, int, object, int]], views: list[memoryview],
+                      owners: list[_Pending]) -> None:
+            """In file order, on one thread: append new chunks to packs and feed the file digests."""
+            for (cid, codec_id, payload, raw_size), view, owner in zip(results, views, owners):
+                owner.hasher.update(view)
                 if codec_id >= 0 and cid not in index:
                     writer.append(cid, codec_id, payload, raw_size)
 
         def drain(limit: int) -> None:
             while len(in_flight) > limit:
-                future, owners, closing = in_flight.popleft()
+                future, views, owners, closing = in_flight.popleft()
                 results = future.result()
-                appends.append(append_pool.submit(store_new, results))
+                appends.append(append_pool.submit(store_new, results, views, owners))
                 for owner, (cid, _, _, raw_size) in zip(owners, results):
                     owner.chunk_ids.append(cid)
                     if progress:
@@ -265,19 +271,18 @@ class ChunkStore:
                     pending = _Pending(source, xxhash.xxh3_128())
                     try:
                         for view in self.chunker.split_path(path):
-                            pending.hasher.update(view)
                             pending.size += len(view)
                             batch.append(view)
                             owners.append(pending)
                             batch_bytes += len(view)
                             if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_CHUNKS:
-                                in_flight.append((pool.submit(work, batch), owners, closing))
+                                in_flight.append((pool.submit(work, batch, owners), batch, owners, closing))
                                 batch, owners, closing, batch_bytes = [], [], [], 0
                                 drain(self.jobs * 2)
                     except OSError as exc:
                         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
                     closing.append(pending)
-                in_flight.append((pool.submit(work, batch), owners, closing))
+                in_flight.append((pool.submit(work, batch, owners), batch, owners, closing))
                 drain(0)
                 while appends:
                     appends.popleft().result()

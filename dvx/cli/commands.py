@@ -36,7 +36,7 @@ def store() -> None:
     def human() -> None:
         click.echo(f"store:    {info['url']}")
         click.echo(f"from:     {info['source']}")
-        click.echo(f"status:   {'initialised' if info['initialised'] else 'empty (created on first commit)'}")
+        click.echo(f"status:   {'initialised' if info['initialised'] else 'not created yet (created by the first `dvx dataset create`)'}")
         click.echo(f"project:  {info['project'] or '-'}")
         click.echo(f"state:    {info['state_dir']}")
         click.echo(f"cache:    {info['cache_dir']} (max {human_size(info['cache_max_bytes'])})")

@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="dvx", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "dvx"
+        click.echo(f"dvx: error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"dvx: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("dvx: interrupted", err=True)
@@ -54,6 +58,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:  # the machine said no: permissions, a full disk, a missing mount
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"dvx: error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(6)
     except Exception as exc:  # a bug: say so in one line, keep the traceback behind --debug
         if debug:
             raise

@@ -19,7 +19,7 @@ def normalise_url(url: str) -> str:
         return os.path.abspath(os.path.expanduser(url))
     if scheme == "file":
         return os.path.abspath(rest)
-    return url.rstrip("/")
+    return f"{scheme}://{rest.rstrip('/')}"
 
 
 def open_store(url: str) -> Store:

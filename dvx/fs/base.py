@@ -100,6 +100,7 @@ class Store(abc.ABC):
 def check_key(key: str) -> str:
     """Keys are produced by dvx itself; refuse anything that could escape the store root."""
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+    if (not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in key
+            or parts[0].startswith(".dvx-")):
         raise UsageError(f"invalid store key {key!r}")
     return key

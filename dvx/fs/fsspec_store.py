@@ -42,7 +42,10 @@ class FsspecStore(Store):
         self.url = url
 
     def _path(self, key: str) -> str:
-        return f"{self.root}/{check_key(key)}" if key else self.root
+        return f"{self.root}/{check_key(key)}"
+
+    def _folder(self, prefix: str) -> str:
+        return self._path(prefix) if prefix else self.root
 
     def read(self, key: str) -> bytes:
         try:
@@ -66,14 +69,14 @@ class FsspecStore(Store):
         return self.fs.isfile(self._path(key))
 
     def is_dir(self, key: str) -> bool:
-        return self.fs.isdir(self._path(key))
+        return self.fs.isdir(self._folder(key))
 
     def list(self, prefix: str) -> list[str]:
         try:
-            entries = self.fs.ls(self._path(prefix), detail=False)
+            entries = self.fs.ls(self._folder(prefix), detail=False)
         except FileNotFoundError:
             return []
-        base = self._path(prefix).rstrip("/") + "/"
+        base = self._folder(prefix).rstrip("/") + "/"
         names = []
         for entry in entries:
             entry = entry.rstrip("/")

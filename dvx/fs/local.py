@@ -20,9 +20,20 @@ from dvx.errors import NotFoundError, PreconditionFailed, StoreError
 from dvx.fs.base import ObjectInfo, Store, Upload, check_key
 from dvx.locks import FileLock
 
-_TMP = "tmp"
-_LOCKS = "locks"
+# Backend-private folders; check_key keeps dvx keys out of the ".dvx-" namespace.
+_TMP = ".dvx-tmp"
+_LOCKS = ".dvx-locks"
 _MAX_OPEN_FILES = 64
+
+
+def _file_mode() -> int:
+    """Store objects are readable by whoever may read the store folder (mkstemp makes them 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask & ~0o222 | 0o200
+
+
+_FILE_MODE = _file_mode()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,6 +53,7 @@ class _LocalUpload(Upload):
         self._store = store
         store._tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=store._tmp_dir, prefix="upload-")
+        os.fchmod(fd, _FILE_MODE)
         self._path = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._size = 0
@@ -98,6 +110,7 @@ class LocalStore(Store):
     def _write_tmp(self, data: bytes) -> Path:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put-")
+        os.fchmod(fd, _FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -152,9 +165,10 @@ class LocalStore(Store):
     def list(self, prefix: str) -> list[str]:
         folder = self._path(prefix) if prefix else self.root
         try:
-            return sorted(os.listdir(folder))
+            names = os.listdir(folder)
         except (FileNotFoundError, NotADirectoryError):
             return []
+        return sorted(n for n in names if not (not prefix and n.startswith(".dvx-")))
 
     def info(self, key: str) -> ObjectInfo:
         try:

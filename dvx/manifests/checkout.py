@@ -93,10 +93,12 @@ def checkout(
         A temp file + rename per small file costs ~20x more on ext4, and nothing is written before the
         content is known to be good."""
         data = b"".join(verified_chunks(entry))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        # Exclusive create: whatever sits at the target (a link into the cache, a read-only file from an
+        # earlier get) is replaced, never written through.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(target, flags, mode)
-        except PermissionError:  # a read-only file from an earlier get: replace it
+        except FileExistsError:
             target.unlink()
             fd = os.open(target, flags, mode)
         try:

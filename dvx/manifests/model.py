@@ -40,7 +40,7 @@ class FileEntry(msgspec.Struct, kw_only=True):
 class _WireFile(msgspec.Struct, kw_only=True, omit_defaults=True):
     path: str
     size: int = 0
-    digest: str = EMPTY_DIGEST
+    digest: str
     executable: bool = False
     link: str | None = None
     # [chunk id, pack index, offset, stored length, raw length, codec]
