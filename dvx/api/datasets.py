@@ -394,10 +394,12 @@ class Dataset:
             check_tag(tag)
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
-            unchanged = (not state.changed and not state.removed and len(state.parents) == 1
-                         and parse_ref(state.parent_refs[0]).name == self.name)
+            # "Nothing to commit" only when the draft equals this name's latest version; a draft of
+            # an older version (a rollback) or of another name's version still makes a new version.
+            latest = refs.latest(self.name) if not state.changed and not state.removed else None
+            unchanged = latest is not None and state.parents == [latest.manifest]
             if unchanged and not allow_empty:
-                record = refs.resolve(parse_ref(state.parent_refs[0]))
+                record = latest
                 self._check_tags(record, tags, force_tags)
                 self._apply_tags(record, tags, force_tags)
                 self.drafts.delete(self.name)
