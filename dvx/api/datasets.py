@@ -27,7 +27,7 @@ from dvx.manifests import (
     scan,
     validate_path,
 )
-from dvx.refs import VersionRecord, check_name, check_tag, now_iso, parse_ref
+from dvx.refs import VersionRecord, check_name, check_tag, now_iso
 
 DRAFT_FORMAT_VERSION = 2
 

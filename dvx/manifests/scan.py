@@ -7,7 +7,6 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from dvx.errors import NotFoundError, UsageError
 from dvx.manifests.model import validate_link, validate_path
@@ -98,7 +97,3 @@ def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = 
             elif stat.S_ISREG(st.st_mode):
                 yield _entry(join_dataset_path(to, rel), entry.path, st)
             # sockets, fifos and devices are not data: skipped
-
-
-def as_local(path: str | os.PathLike[str]) -> Path:
-    return Path(path).expanduser().absolute()
