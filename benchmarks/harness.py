@@ -75,9 +75,12 @@ class Measurement:
         return self.results[-1].stdout if self.results else ""
 
 
+_STARTED = time.perf_counter()
+
+
 def log(message: str) -> None:
-    """Progress goes to stderr so that stdout holds only the report."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress goes to stderr (stamped with seconds since start) so that stdout holds only the report."""
+    print(f"{time.perf_counter() - _STARTED:7.1f}s {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- processes

@@ -16,6 +16,7 @@ import datetime
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -24,13 +25,13 @@ from typing import Callable, ContextManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from datagen import appended_csv_rows, overwritten_middle, write_csv, write_random_file, write_random_files, \
-    write_small_files  # noqa: E402
+from datagen import (  # noqa: E402
+    appended_csv_rows, overwritten_middle, write_csv, write_random_file, write_random_files, write_small_files)
 from harness import format_bytes, log, median, remove_tree, tree_digest, tree_size  # noqa: E402
 from tools import TOOL_CLASSES, Executable, Tool, find_executables  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
-TOOL_ORDER = ("dataset", "cp", "restic", "dvc", "dvx", "dvx (process tree)")
+TOOL_ORDER = ("dataset", "zstd -3", "cp", "restic", "dvc", "dvx", "dvx (process tree)")
 CSV_SEED = 20240101
 
 
@@ -66,6 +67,8 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Workload:
+    """One line of the benchmark table: what is measured, in which unit, for which tools."""
+
     key: str
     title: str
     unit: str  # seconds | percent | bytes
@@ -76,14 +79,15 @@ class Workload:
 def define_workloads(sizes: Sizes) -> dict[str, Workload]:
     large = f"{format_bytes(sizes.large_file * sizes.large_count)} in {sizes.large_count} random files"
     small = f"{sizes.small_count} files of {format_bytes(sizes.small_size)} in {sizes.small_folders} folders"
-    csv = f"{format_bytes(sizes.csv_bytes)} CSV"
+    csv = f"{sizes.csv_bytes / 1e6:.0f} MB CSV"
     every = ("cp", "restic", "dvc", "dvx")
     workloads = [
         Workload("A", f"save {large} (time)", "seconds", every, "cp"),
         Workload("B", f"restore A's data into an empty folder, empty cache (time)", "seconds", every, "cp"),
         Workload("C", f"overwrite {format_bytes(sizes.overwrite)} mid-file, save again (store growth / dataset)",
                  "percent", ("restic", "dvc", "dvx")),
-        Workload("D", f"first save of a {csv} (stored bytes)", "bytes", ("dataset", "restic", "dvx"), "restic"),
+        Workload("D", f"first save of a {csv} (stored bytes)", "bytes", ("dataset", "zstd -3", "restic", "dvx"),
+                 "restic"),
         Workload("E", f"append {sizes.csv_append_fraction:.0%} rows to D's CSV, save again (store growth / dataset)",
                  "percent", ("restic", "dvx")),
         Workload("F", f"save {small} (time)", "seconds", ("cp", "restic", "dvx"), "cp"),
@@ -164,6 +168,16 @@ class Results:
 # --------------------------------------------------------------------------- scenarios
 
 
+def zstd_size(path: Path) -> int | None:
+    """Size of `zstd -3` of one file: what plain whole-file compression achieves (None without zstd)."""
+    zstd = shutil.which("zstd")
+    if zstd is None:
+        return None
+    with subprocess.Popen([zstd, "-q", "-3", "-T0", "-c", str(path)], stdout=subprocess.PIPE) as process:
+        size = sum(len(block) for block in iter(lambda: process.stdout.read(1 << 20), b""))
+    return size if process.returncode == 0 else None
+
+
 @dataclass
 class Source:
     """The workload's data folder, with its size and content fingerprint."""
@@ -193,10 +207,12 @@ class Step:
 
 
 class ContentMismatch(RuntimeError):
-    pass
+    """A restore produced data that differs from what was saved."""
 
 
 class Benchmark:
+    """Runs the selected workloads, scenario by scenario, and collects the samples in .results."""
+
     def __init__(self, args: argparse.Namespace, executables: dict[str, Executable], workdir: Path):
         self.repeat = args.repeat
         self.sizes = Sizes.scaled_down(args.scale) if args.scale > 1 else Sizes()
@@ -206,6 +222,7 @@ class Benchmark:
         self.allowed_tools = set(args.tools) if args.tools else set(TOOL_CLASSES)
         self.workdir = workdir
         self.results = Results()
+        self.source: Source | None = None  # data of the scenario being run
         for name, executable in executables.items():
             if not executable.available:
                 self.results.skipped[name] = f"{name} not installed"
@@ -225,13 +242,15 @@ class Benchmark:
             return
         tools = [tool for tool in TOOL_CLASSES
                  if self.usable(tool) and any(tool in self.workloads[key].tools for key in wanted)]
+        if not tools:
+            log(f"[{name}] no tool to run, skipped")
+            return
         scenario_dir = self.workdir / name
         try:
             log(f"[{name}] generating data ...")
-            source = make_source(scenario_dir / "source")
-            self.source = source
+            self.source = make_source(scenario_dir / "source")
             for repeat in range(self.repeat):
-                shift = repeat % len(tools) if tools else 0
+                shift = repeat % len(tools)
                 for tool_name in tools[shift:] + tools[:shift]:  # rotate the order to spread drift
                     self._run_tool(name, tool_name, repeat, steps, wanted, scenario_dir, tool_options or {})
         finally:
@@ -325,6 +344,11 @@ class Benchmark:
             row_count["rows"] = write_csv(folder / "events.csv", sizes.csv_bytes, CSV_SEED)
             size = tree_size(folder)
             self.results.add("D", "dataset", size)
+            compressed = zstd_size(folder / "events.csv")
+            if compressed is None:
+                self.results.skipped["zstd"] = "zstd not installed (reference only)"
+            else:
+                self.results.add("D", "zstd -3", compressed)
             return Source(folder, size, "")
 
         def stored_size(tool: Tool) -> list[Sample]:
@@ -426,8 +450,9 @@ def build_table(bench: Benchmark) -> list[list[str]]:
             row = results.rows.get((key, label))
             tool = label.split()[0]
             if row is None or (not row.samples and not row.errors):
-                reason = results.skipped.get(tool, "not run")
-                table.append(["", label, "skipped", "", "", reason, "", ""])
+                failed = any(row.errors for (_, other), row in results.rows.items() if other == tool)
+                reason = results.skipped.get(tool, "not run (see errors)" if failed else "not run")
+                table.append(["", label, "skipped" if tool in results.skipped else "not run", "", "", reason, "", ""])
                 continue
             value = "ERROR" if not row.samples else format_value(workload.unit, row.median)
             ratio = ""
@@ -459,6 +484,14 @@ def render(table: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def describe(executable: Executable) -> str:
+    if not executable.available:
+        return f"{executable.name}: not installed"
+    if executable.version in ("", "unknown"):
+        return f"{executable.name}: {executable.path} (version unknown)"
+    return f"{executable.name}: {executable.version}"
+
+
 def report(bench: Benchmark, args: argparse.Namespace) -> str:
     lines = [
         f"dvx benchmarks  {datetime.datetime.now():%Y-%m-%d %H:%M}  repeats={bench.repeat}"
@@ -466,9 +499,7 @@ def report(bench: Benchmark, args: argparse.Namespace) -> str:
         "Times: wall clock of whole processes, median of the repeats; every timed write ends with `sync`.",
         "Inputs are warm in the page cache for all tools alike (the page cache is not dropped).",
         "Untimed setup: restic init, git+dvc init, DVC's private copy of the data, git clone before dvc pull.",
-        "Tools: " + "; ".join(
-            f"{name}: {executable.version or executable.path}" if executable.available else f"{name}: not installed"
-            for name, executable in bench.executables.items()),
+        "Tools: " + "; ".join(describe(executable) for executable in bench.executables.values()),
     ]
     for tool, reason in bench.results.skipped.items():
         lines.append(f"SKIPPED {tool}: {reason}")
@@ -506,7 +537,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="repeats per measurement (median is reported)")
     parser.add_argument("--only", type=lambda text: [key.strip().upper() for key in text.split(",") if key.strip()],
                         help="comma-separated workloads to run, e.g. A or F,G,H")
-    parser.add_argument("--quick", action="store_const", const=16, dest="scale",
+    parser.add_argument("--quick", action="store_const", const=16, dest="scale", default=1,
                         help="divide all sizes by 16 for a smoke run")
     parser.add_argument("--scale", type=int, default=1, help="divide all sizes by this factor")
     parser.add_argument("--tools", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
