@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import msgspec
@@ -36,8 +35,9 @@ DEFAULT_PACK_SIZE = 32 << 20
 MERGE_GAP = 256 << 10
 # Upper bound of bytes requested from the store in one read_ranges call.
 READ_BATCH = 16 << 20
-_BATCH_BYTES = 4 << 20
-_BATCH_CHUNKS = 512
+_BATCH_CHUNKS = 64
+_QUEUE_BATCHES = 8
+_DONE = object()
 _PROBE_AFTER = 4
 _PROBE_EVERY = 16
 
@@ -92,14 +92,6 @@ class IngestedFile:
     size: int
     digest: str
     chunks: list[ChunkRef]
-
-
-@dataclass
-class _Pending:
-    source: object
-    hasher: object
-    size: int = 0
-    chunk_ids: list[str] = field(default_factory=list)
 
 
 class PackWriter:
@@ -207,93 +199,100 @@ class ChunkStore:
     ) -> tuple[list[IngestedFile], PackWriter]:
         """Chunk, dedup, compress and store files; returns their chunk lists once every pack is published.
 
-        `sources` yields (caller's key, local path). The main thread reads and cuts; a pool hashes and
-        compresses (zstandard and xxhash release the GIL); results are appended to packs in order.
+        `sources` yields (caller's key, local path). `jobs` worker threads each take whole files
+        (read, cut, hash, compress: the heavy parts release the GIL) and queue new chunks; this
+        thread appends them to packs, so packs are written by one thread in arrival order.
         """
-        self.index()
+        index = self.index()
         writer = PackWriter(self)
         level = self.config.compression.level
-        index = self._index
+        chunker = self.chunker
+        numbered = enumerate(sources)
+        take_lock = threading.Lock()
+        appends: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
+        finished: dict[int, tuple[object, int, str, list[str]]] = {}
+        stop = threading.Event()
 
-        def work(views: list[memoryview], owners: list[_Pending]) -> list[tuple[str, int, object, int]]:
-            out = []
+        def next_source():
+            with take_lock:
+                return None if stop.is_set() else next(numbered, None)
+
+        def ingest_file(source: object, path: str, batch: list) -> tuple[object, int, str, list[str]]:
+            hasher = xxhash.xxh3_128()
+            size = 0
+            ids: list[str] = []
             incompressible_run = 0
-            previous_owner = None
-            for view, owner in zip(views, owners):
-                if owner is not previous_owner:
-                    incompressible_run, previous_owner = 0, owner
+            for view in chunker.split_path(path):
+                hasher.update(view)
+                size += len(view)
                 cid = xxhash.xxh3_128_hexdigest(view)
-                if cid in index or writer.has(cid):
-                    out.append((cid, -1, None, len(view)))
-                    continue
-                # After a run of chunks that zstd could not shrink (media, encrypted or random data),
-                # only every _PROBE_EVERY-th chunk is tried until one compresses again.
-                if incompressible_run >= _PROBE_AFTER and incompressible_run % _PROBE_EVERY:
-                    codec_id, payload = codec.RAW, view
-                else:
-                    codec_id, payload = codec.encode(view, level)
-                incompressible_run = incompressible_run + 1 if codec_id == codec.RAW else 0
-                out.append((cid, codec_id, payload, len(view)))
-            return out
+                ids.append(cid)
+                if cid not in index and not writer.has(cid):
+                    # After a run of chunks zstd could not shrink (media, encrypted, random data), only
+                    # every _PROBE_EVERY-th chunk of this file is tried until one compresses again.
+                    if incompressible_run >= _PROBE_AFTER and incompressible_run % _PROBE_EVERY:
+                        codec_id, payload = codec.RAW, view
+                    else:
+                        codec_id, payload = codec.encode(view, level)
+                    incompressible_run = incompressible_run + 1 if codec_id == codec.RAW else 0
+                    batch.append((cid, codec_id, payload, len(view)))
+                    if len(batch) >= _BATCH_CHUNKS:
+                        appends.put(list(batch))
+                        batch.clear()
+                if progress:
+                    progress(len(view))
+            return source, size, hasher.hexdigest(), ids
 
-        finished: list[_Pending] = []
-        in_flight: deque = deque()
-
-        def store_new(results: list[tuple[str, int, object, int]], views: list[memoryview],
-                      owners: list[_Pending]) -> None:
-            """In file order, on one thread: append new chunks to packs and feed the file digests."""
-            for (cid, codec_id, payload, raw_size), view, owner in zip(results, views, owners):
-                owner.hasher.update(view)
-                if codec_id >= 0 and cid not in index:
-                    writer.append(cid, codec_id, payload, raw_size)
-
-        def drain(limit: int) -> None:
-            while len(in_flight) > limit:
-                future, views, owners, closing = in_flight.popleft()
-                results = future.result()
-                appends.append(append_pool.submit(store_new, results, views, owners))
-                for owner, (cid, _, _, raw_size) in zip(owners, results):
-                    owner.chunk_ids.append(cid)
-                    if progress:
-                        progress(raw_size)
-                finished.extend(closing)
-                while len(appends) > 2:
-                    appends.popleft().result()
-
-        batch: list[memoryview] = []
-        owners: list[_Pending] = []
-        closing: list[_Pending] = []
-        batch_bytes = 0
-        appends: deque = deque()
-        try:
-            with ThreadPoolExecutor(self.jobs) as pool, ThreadPoolExecutor(1) as append_pool:
-                for source, path in sources:
-                    pending = _Pending(source, xxhash.xxh3_128())
+        def worker() -> None:
+            batch: list = []
+            try:
+                while (item := next_source()) is not None:
+                    number, (source, path) = item
                     try:
-                        for view in self.chunker.split_path(path):
-                            pending.size += len(view)
-                            batch.append(view)
-                            owners.append(pending)
-                            batch_bytes += len(view)
-                            if batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_CHUNKS:
-                                in_flight.append((pool.submit(work, batch, owners), batch, owners, closing))
-                                batch, owners, closing, batch_bytes = [], [], [], 0
-                                drain(self.jobs * 2)
+                        finished[number] = ingest_file(source, path, batch)
                     except OSError as exc:
-                        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-                    closing.append(pending)
-                in_flight.append((pool.submit(work, batch, owners), batch, owners, closing))
-                drain(0)
-                while appends:
-                    appends.popleft().result()
+                        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+                if batch:
+                    appends.put(batch)
+                appends.put(_DONE)
+            except BaseException as exc:  # handed to the appending thread, which re-raises it
+                stop.set()
+                appends.put(exc)
+
+        threads = [threading.Thread(target=worker, name=f"dvx-ingest-{i}", daemon=True) for i in range(self.jobs)]
+        for thread in threads:
+            thread.start()
+        failure: BaseException | None = None
+        running = len(threads)
+        try:
+            while running:
+                item = appends.get()
+                if item is _DONE:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    failure = failure or item
+                    running -= 1
+                elif failure is None:
+                    for cid, codec_id, payload, raw_size in item:
+                        if cid not in index:
+                            writer.append(cid, codec_id, payload, raw_size)
+            if failure is not None:
+                raise failure
             writer.seal()
         except BaseException:
+            stop.set()
             writer.abort()
+            while any(t.is_alive() for t in threads):  # let workers blocked on a full queue finish
+                try:
+                    appends.get(timeout=0.05)
+                except queue.Empty:
+                    pass
             raise
         results = []
-        for pending in finished:
-            refs = [self.lookup(cid) or writer.new_refs[cid] for cid in pending.chunk_ids]
-            results.append(IngestedFile(pending.source, pending.size, pending.hasher.hexdigest(), refs))
+        for number in sorted(finished):
+            source, size, digest, ids = finished[number]
+            refs = [self.lookup(cid) or writer.new_refs[cid] for cid in ids]
+            results.append(IngestedFile(source, size, digest, refs))
         return results, writer
 
     # -- reads ---------------------------------------------------------------------------------
