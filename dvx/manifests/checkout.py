@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import uuid
@@ -110,7 +111,6 @@ def checkout(
             target.unlink(missing_ok=True)
             raise
         os.close(fd)
-        os.chmod(target, mode)
 
     def write_large(entry: FileEntry, target: Path, mode: int) -> None:
         """Stream into a temp file beside the target and rename it into place once verified."""
@@ -133,8 +133,6 @@ def checkout(
         target = root / entry.path
         folders.ensure(target.parent)
         mode = base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
-        if target.is_dir() and not target.is_symlink():
-            raise UsageError(f"cannot write {target}: a folder is in the way")
         try:
             if entry.size <= _SMALL_FILE:
                 write_small(entry, target, mode)
@@ -144,7 +142,11 @@ def checkout(
                 write_large(entry, target, mode)
         except IntegrityError as exc:
             raise IntegrityError(f"{context}: file {entry.path}: {exc}") from None
+        except IsADirectoryError:
+            raise UsageError(f"cannot write {target}: a folder is in the way") from None
         except OSError as exc:
+            if exc.errno == errno.EISDIR or target.is_dir():
+                raise UsageError(f"cannot write {target}: a folder is in the way") from None
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from None
 
     def write_batch(batch: list[FileEntry]) -> None:
