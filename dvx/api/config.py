@@ -134,6 +134,8 @@ def init_project(folder: str | os.PathLike[str], store: str | None) -> Path:
     import tomli_w
 
     root = Path(folder).absolute()
+    if not root.is_dir():
+        raise UsageError(f"cannot make {root} a project: it is not a folder")
     path = root / PROJECT_FILE
     if path.exists():
         raise UsageError(f"{path} already exists")

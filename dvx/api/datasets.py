@@ -18,6 +18,7 @@ from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.locks import FileLock
 from dvx.manifests import (
+    folders_of,
     CachedContent,
     Change,
     FileEntry,
@@ -147,7 +148,7 @@ def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
     for index, manifest in enumerate(manifests):
         if index == 0:
             merged.update(manifest.by_path())
-            folders = _folders(merged)
+            folders = folders_of(merged)
             continue
         taken = dict(merged)
         for entry in manifest.files:
@@ -155,7 +156,7 @@ def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
             if path in taken or path in folders or _ancestor_in(path, taken):
                 continue
             merged[path] = entry
-        folders = _folders(merged)
+        folders = folders_of(merged)
     return merged
 
 
@@ -167,20 +168,9 @@ def _ancestor_in(path: str, files: dict[str, FileEntry]) -> bool:
     return False
 
 
-def _folders(paths) -> set[str]:
-    out: set[str] = set()
-    for path in paths:
-        while "/" in path:
-            path = path.rsplit("/", 1)[0]
-            if path in out:
-                break
-            out.add(path)
-    return out
-
-
 def _put_all(files: dict[str, FileEntry], entries: list[FileEntry]) -> None:
     """Insert entries, replacing a file that sits where a folder is needed and a folder where a file goes."""
-    folders = _folders(files)
+    folders = folders_of(files)
     for entry in entries:
         parent = entry.path
         while "/" in parent:
@@ -373,7 +363,7 @@ class Dataset:
             cache.record(fresh)
             result.read_files, result.read_bytes = len(to_read), total
             result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
-        result.unchanged_files = len(scanned) - len(to_read)
+        result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(to_read)
         return [entries[f.path] for f in scanned], result
 
     def status(self) -> list[Change]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dvx.cli.common import common, emit, human_size, progress_bar, store_option
+from dvx.cli.common import common, emit, human_size, options, progress_bar, store_option
 from dvx.cli.dataset import render_changes
 
 
@@ -12,12 +12,15 @@ from dvx.cli.dataset import render_changes
 @click.option("--store", "store_url", metavar="URL", help="Store this project uses (written to dvx.toml).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 @click.option("--debug", is_flag=True, hidden=True)
-def init(store_url: str | None, as_json: bool, debug: bool) -> None:
+@click.pass_context
+def init(ctx: click.Context, store_url: str | None, as_json: bool, debug: bool) -> None:
     """Make the current folder a dvx project (writes dvx.toml and .dvx/)."""
     from dvx import api
 
+    root = options(ctx)
+    store_url = store_url or root.store
     path = api.init(".", store_url)
-    if as_json:
+    if as_json or root.json:
         import json
 
         click.echo(json.dumps({"project_file": str(path), "store": store_url}))

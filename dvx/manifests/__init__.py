@@ -9,6 +9,7 @@ from dvx.manifests.model import (
     compress_manifest,
     decode_manifest,
     encode_manifest,
+    folders_of,
     manifest_key,
     validate_path,
 )
@@ -19,5 +20,5 @@ from dvx.manifests.statcache import CachedContent, CacheHit, StatCache
 __all__ = [
     "EMPTY_DIGEST", "CacheHit", "CachedContent", "Change", "FileEntry", "Manifest", "ScannedFile", "StatCache", "checkout",
     "compress_manifest", "decode_manifest", "diff_files", "encode_manifest", "manifest_key", "scan", "summarise",
-    "validate_path", "matches_glob", "parse_part", "select_files", "split_parts",
+    "validate_path", "folders_of", "matches_glob", "parse_part", "select_files", "split_parts",
 ]

@@ -121,12 +121,23 @@ def validate_files(files: list[FileEntry]) -> None:
         seen.add(entry.path)
         if entry.link is not None:
             validate_link(entry.path, entry.link)
-    for entry in files:
-        parent = entry.path
-        while "/" in parent:
-            parent = parent.rsplit("/", 1)[0]
-            if parent in seen:
-                raise UsageError(f"path {entry.path} lies under {parent}, which is a file or link")
+    clashes = folders_of(seen) & seen
+    if clashes:
+        folder = min(clashes)
+        nested = min(p for p in seen if p.startswith(folder + "/"))
+        raise UsageError(f"path {nested} lies under {folder}, which is a file or link")
+
+
+def folders_of(paths) -> set[str]:
+    """Every folder that contains one of `paths` ("a/b/c" → "a", "a/b")."""
+    out: set[str] = set()
+    for path in paths:
+        while "/" in path:
+            path = path.rsplit("/", 1)[0]
+            if path in out:
+                break
+            out.add(path)
+    return out
 
 
 def encode_manifest(manifest: Manifest) -> tuple[str, bytes]:

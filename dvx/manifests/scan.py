@@ -41,8 +41,11 @@ def _excluded(rel: str, patterns: Iterable[str]) -> bool:
 
 
 def join_dataset_path(prefix: str, rel: str) -> str:
+    """`rel` is built from directory entries (no '/', '.', '..' or NUL parts), so only the prefix
+    and non-ASCII names need checking."""
     prefix = prefix.strip("/")
-    return validate_path(f"{prefix}/{rel}" if prefix else rel)
+    path = f"{prefix}/{rel}" if prefix else rel
+    return path if rel.isascii() and not prefix else validate_path(path)
 
 
 def _entry(dataset_path: str, local: str, st: os.stat_result, link: str | None = None) -> ScannedFile:

@@ -60,32 +60,21 @@ class StatCache:
     def lookup(self, files: list[ScannedFile]) -> dict[str, CacheHit]:
         """Cached content of the files whose stat still matches, keyed by local path."""
         found: dict[str, CacheHit] = {}
-        by_local = {f.local: f for f in files if f.link is None}
-        if len(by_local) > 1000:
+        stats = {f.local: (f.size, f.mtime_ns, f.ctime_ns, f.inode) for f in files if f.link is None}
+        select = "SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 WHERE store_id = ? AND "
+        if len(stats) > 1000:
             # One range scan over the files' common folder beats thousands of point lookups.
-            root = os.path.commonpath(list(by_local))
-            rows = self._db.execute(
-                "SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 "
-                "WHERE store_id = ? AND path >= ? AND path < ?", (self._store_id, root, root + "\U0010ffff"))
-            self._match(rows, by_local, found)
-            return found
-        locals_ = list(by_local)
-        for start in range(0, len(locals_), 500):
-            batch = locals_[start:start + 500]
-            rows = self._db.execute(
-                f"SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 "
-                f"WHERE store_id = ? AND path IN ({','.join('?' * len(batch))})",
-                [self._store_id, *batch],
-            )
-            self._match(rows, by_local, found)
+            root = os.path.commonpath(list(stats))
+            queries = [(select + "path >= ? AND path < ?", (self._store_id, root, root + "\U0010ffff"))]
+        else:
+            paths = list(stats)
+            queries = [(select + f"path IN ({','.join('?' * len(paths[i:i + 500]))})",
+                        (self._store_id, *paths[i:i + 500])) for i in range(0, len(paths), 500)]
+        for sql, params in queries:
+            for row in self._db.execute(sql, params):
+                if stats.get(row[0]) == row[1:5]:
+                    found[row[0]] = CacheHit(row[1], row[5], row[6])
         return found
-
-    @staticmethod
-    def _match(rows, by_local: dict[str, ScannedFile], found: dict[str, CacheHit]) -> None:
-        for path, size, mtime_ns, ctime_ns, inode, digest, blob in rows:
-            f = by_local.get(path)
-            if f is not None and (f.size, f.mtime_ns, f.ctime_ns, f.inode) == (size, mtime_ns, ctime_ns, inode):
-                found[path] = CacheHit(size, digest, blob)
 
     def record(self, items: Iterable[tuple[ScannedFile, CachedContent]]) -> None:
         racy_after = (time.time() - _RACY_SECONDS) * 1e9
