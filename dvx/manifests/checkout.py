@@ -80,20 +80,19 @@ def checkout(
     folders = _FolderMaker(root)
     base_mode = 0o444 if read_only else 0o666 & ~_umask()
 
-    def verified_chunks(entry: FileEntry):
-        digest = xxhash.xxh3_128()
-        for data in chunk_store.read_chunks(entry.chunks):
-            digest.update(data)
-            yield data
-        if digest.hexdigest() != entry.digest:
+    def verified_content(entry: FileEntry, chunks) -> bytes:
+        data = b"".join(chunks)
+        # A one-chunk file's digest is its chunk id, which read_chunks has just checked.
+        single_checked = len(entry.chunks) == 1 and entry.chunks[0].id == entry.digest
+        if not single_checked and xxhash.xxh3_128_hexdigest(data) != entry.digest:
             raise IntegrityError("content does not match the recorded file digest")
+        return data
 
-    def write_small(entry: FileEntry, target: Path, mode: int) -> None:
-        """Read and verify the whole (small) file first, then create it with one write.
+    def write_small(entry: FileEntry, target: Path, mode: int, data: bytes) -> None:
+        """Create a (small, already verified) file with one write.
 
         A temp file + rename per small file costs ~20x more on ext4, and nothing is written before the
         content is known to be good."""
-        data = b"".join(verified_chunks(entry))
         # Exclusive create: whatever sits at the target (a link into the cache, a read-only file from an
         # earlier get) is replaced, never written through.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -116,26 +115,33 @@ def checkout(
         """Stream into a temp file beside the target and rename it into place once verified."""
         tmp = target.parent / f".{target.name}.dvx-{uuid.uuid4().hex[:8]}"
         try:
+            digest = xxhash.xxh3_128()
             with open(tmp, "wb", buffering=0) as out:
-                for data in verified_chunks(entry):
+                for data in chunk_store.read_chunks(entry.chunks):
+                    digest.update(data)
                     view = memoryview(data)
                     while view:
                         view = view[out.write(view):]
                     if progress:
                         progress(len(data))
+            if digest.hexdigest() != entry.digest:
+                raise IntegrityError("content does not match the recorded file digest")
             os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
-    def write_one(entry: FileEntry) -> None:
+    def write_one(entry: FileEntry, data: bytes | None = None) -> None:
+        """Write one file; `data` is its verified content when the batch already read it."""
         target = root / entry.path
         folders.ensure(target.parent)
         mode = base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
         try:
             if entry.size <= _SMALL_FILE:
-                write_small(entry, target, mode)
+                if data is None:
+                    data = verified_content(entry, chunk_store.read_chunks(entry.chunks))
+                write_small(entry, target, mode, data)
                 if progress:
                     progress(entry.size)
             else:
@@ -150,11 +156,20 @@ def checkout(
             raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from None
 
     def write_batch(batch: list[FileEntry]) -> None:
+        """Small files of a batch are neighbours in their packs: fetch their chunks in one pass."""
+        small = [e for e in batch if e.size <= _SMALL_FILE]
+        contents: list[bytes] | None = None
+        try:
+            stream = chunk_store.read_chunks([ref for e in small for ref in e.chunks])
+            contents = [verified_content(e, [next(stream) for _ in e.chunks]) for e in small]
+        except IntegrityError:
+            contents = None  # redo file by file below, so the error names the damaged file
+        prepared = dict(zip((id(e) for e in small), contents)) if contents is not None else {}
         for entry in batch:
-            write_one(entry)
+            write_one(entry, prepared.get(id(entry)))
 
     regular = [f for f in files if f.link is None]
-    regular.sort(key=lambda f: (f.chunks[0].pack, f.chunks[0].offset) if f.chunks else ("", 0))
+    regular.sort(key=lambda f: f.path)  # creating files folder by folder is far cheaper than scattered
     batches = _batches(regular)
     if len(batches) == 1 or chunk_store.jobs == 1:
         for batch in batches:
