@@ -94,6 +94,30 @@ class IngestedFile:
     chunks: list[ChunkRef]
 
 
+class _Probe:
+    """Whether compressing the next chunk is worth a try.
+
+    After a run of chunks zstd could not shrink (media, encrypted or random data), only every
+    _PROBE_EVERY-th chunk is tried until one compresses again. The run carries over to the next file
+    of the same type (a folder of JPEGs) and starts afresh when the file extension changes.
+    """
+
+    def __init__(self) -> None:
+        self.run = 0
+        self.kind: str | None = None
+
+    def start_file(self, path: str) -> None:
+        kind = os.path.splitext(path)[1].lower()
+        if kind != self.kind:
+            self.kind, self.run = kind, 0
+
+    def worth_trying(self) -> bool:
+        return self.run < _PROBE_AFTER or self.run % _PROBE_EVERY == 0
+
+    def record(self, codec_id: int) -> None:
+        self.run = self.run + 1 if codec_id == codec.RAW else 0
+
+
 class PackWriter:
     """Appends new chunks to packs of ~pack_size and publishes each pack (and its index segment)."""
 
@@ -217,24 +241,22 @@ class ChunkStore:
             with take_lock:
                 return None if stop.is_set() else next(numbered, None)
 
-        def ingest_file(source: object, path: str, batch: list) -> tuple[object, int, str, list[str]]:
+        def ingest_file(source: object, path: str, batch: list, probe: _Probe) -> tuple[object, int, str, list[str]]:
             hasher = xxhash.xxh3_128()
             size = 0
             ids: list[str] = []
-            incompressible_run = 0
+            probe.start_file(path)
             for view in chunker.split_path(path):
                 hasher.update(view)
                 size += len(view)
                 cid = xxhash.xxh3_128_hexdigest(view)
                 ids.append(cid)
                 if cid not in index and not writer.has(cid):
-                    # After a run of chunks zstd could not shrink (media, encrypted, random data), only
-                    # every _PROBE_EVERY-th chunk of this file is tried until one compresses again.
-                    if incompressible_run >= _PROBE_AFTER and incompressible_run % _PROBE_EVERY:
-                        codec_id, payload = codec.RAW, view
-                    else:
+                    if probe.worth_trying():
                         codec_id, payload = codec.encode(view, level)
-                    incompressible_run = incompressible_run + 1 if codec_id == codec.RAW else 0
+                    else:
+                        codec_id, payload = codec.RAW, view
+                    probe.record(codec_id)
                     batch.append((cid, codec_id, payload, len(view)))
                     if len(batch) >= _BATCH_CHUNKS:
                         appends.put(list(batch))
@@ -245,11 +267,12 @@ class ChunkStore:
 
         def worker() -> None:
             batch: list = []
+            probe = _Probe()
             try:
                 while (item := next_source()) is not None:
                     number, (source, path) = item
                     try:
-                        finished[number] = ingest_file(source, path, batch)
+                        finished[number] = ingest_file(source, path, batch, probe)
                     except OSError as exc:
                         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
                 if batch:

@@ -24,6 +24,7 @@ from dvx.locks import FileLock
 _TMP = ".dvx-tmp"
 _LOCKS = ".dvx-locks"
 _MAX_OPEN_FILES = 64
+_WRITE_BUFFER = 1 << 20
 
 
 def _file_mode() -> int:
@@ -55,20 +56,19 @@ class _LocalUpload(Upload):
         fd, name = tempfile.mkstemp(dir=store._tmp_dir, prefix="upload-")
         os.fchmod(fd, _FILE_MODE)
         self._path = Path(name)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        # Buffered: packs of many small chunks would otherwise cost one write(2) per chunk.
+        self._file = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
         self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            view = view[written:]
+        self._file.write(data)
         self._size += len(data)
 
     def tell(self) -> int:
         return self._size
 
     def commit(self, key: str) -> bool:
+        self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         try:
