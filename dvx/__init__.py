@@ -7,23 +7,20 @@
     version = ds.commit("add images")               # version.ref == "cifar@v4"
 """
 
-from dvx.api import (
-    Dataset,
-    Version,
-    datasets,
-    diff,
-    files,
-    get,
-    init,
-    log,
-    ls,
-    open,
-    show,
-    store_info,
-    tag,
-    version,
-)
 from dvx.errors import ConflictError, DvxError, IntegrityError, NotFoundError, StoreError, UsageError
+
+_API = {"Dataset", "Version", "datasets", "diff", "files", "get", "init", "log", "ls", "open", "show",
+        "store_info", "tag", "version"}
+
+
+def __getattr__(name: str):
+    """The API loads on first use, so `dvx --help` and small commands start fast."""
+    if name in _API:
+        from dvx import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dvx' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 __all__ = [

@@ -8,7 +8,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dvx.api import reading
 from dvx.api.config import Settings, init_project, load_settings
 from dvx.api.datasets import Dataset, Drafts
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
@@ -20,6 +19,13 @@ __all__ = [
     "AddResult", "Change", "CommitResult", "Dataset", "FileInfo", "Repo", "Version", "datasets", "diff",
     "drafts", "files", "get", "init", "log", "ls", "open", "show", "store_info", "summarise", "tag", "version",
 ]
+
+
+def _reading():
+    """Loaded on first use: commands that only write (create, add, commit) never need it."""
+    from dvx.api import reading
+
+    return reading
 
 
 def _globs(glob: Sequence[str] | str | None) -> builtins.list[str]:
@@ -36,43 +42,43 @@ def get(ref: str, dest: str | os.PathLike[str] | None = None, glob: Sequence[str
     """Fetch a version: a read-only cached copy (no `dest`) or a writable copy in `dest`."""
     repo = Repo(store=store)
     try:
-        return reading.get(repo, ref, dest, glob=_globs(glob), part=_part(part), link=link, progress=progress)
+        return _reading().get(repo, ref, dest, glob=_globs(glob), part=_part(part), link=link, progress=progress)
     finally:
         repo.close()
 
 
 def open(ref_path: str, mode: str = "rb", encoding: str | None = None, *, store: str | None = None):
     """Open one file of a version for reading: `dvx.open("cifar@v4/labels.csv", "r")`."""
-    return reading.open_file(Repo(store=store), ref_path, mode, encoding)
+    return _reading().open_file(Repo(store=store), ref_path, mode, encoding)
 
 
 def files(ref: str, glob: Sequence[str] | str | None = None, part: tuple[int, int] | str | None = None, *,
           store: str | None = None) -> builtins.list[FileInfo]:
     """The files of a version (optionally a glob selection or one worker's part)."""
-    resolved = reading.resolve(Repo(store=store), ref)
+    resolved = _reading().resolve(Repo(store=store), ref)
     return [FileInfo(f.path, f.size, f.digest, f.executable, f.link)
             for f in select_files(resolved.manifest.files, _globs(glob), _part(part))]
 
 
 def version(ref: str, *, store: str | None = None) -> Version:
     repo = Repo(store=store)
-    return reading.version_of(repo, repo.resolve(ref))
+    return _reading().version_of(repo, repo.resolve(ref))
 
 
 def ls(ref: str, path: str = "", recursive: bool = False, *, store: str | None = None) -> builtins.list[dict]:
-    return reading.ls(Repo(store=store), ref, path, recursive)
+    return _reading().ls(Repo(store=store), ref, path, recursive)
 
 
 def diff(ref_a: str, ref_b: str, *, store: str | None = None) -> builtins.list[Change]:
-    return reading.diff(Repo(store=store), ref_a, ref_b)
+    return _reading().diff(Repo(store=store), ref_a, ref_b)
 
 
 def log(name: str, *, store: str | None = None) -> builtins.list[Version]:
-    return reading.log(Repo(store=store), name)
+    return _reading().log(Repo(store=store), name)
 
 
 def datasets(*, store: str | None = None) -> builtins.list[dict]:
-    return reading.list_names(Repo(store=store))
+    return _reading().list_names(Repo(store=store))
 
 
 def drafts(*, store: str | None = None) -> builtins.list[str]:
@@ -80,11 +86,11 @@ def drafts(*, store: str | None = None) -> builtins.list[str]:
 
 
 def show(ref: str, *, store: str | None = None) -> dict:
-    return reading.show(Repo(store=store), ref)
+    return _reading().show(Repo(store=store), ref)
 
 
 def tag(ref: str, tag_name: str, force: bool = False, delete: bool = False, *, store: str | None = None) -> Version:
-    return reading.tag(Repo(store=store), ref, tag_name, force=force, delete=delete)
+    return _reading().tag(Repo(store=store), ref, tag_name, force=force, delete=delete)
 
 
 def init(folder: str | os.PathLike[str] = ".", store: str | None = None) -> Path:
