@@ -346,3 +346,29 @@ def test_stored_manifest_is_zstd_of_the_canonical_json():
     """On the store a manifest is one zstd frame of its canonical JSON, so any zstd tool can read it."""
     manifest_id, data = encode_manifest(synthetic_manifest(["a"], 6, links=False))
     assert zstandard.ZstdDecompressor().decompress(compress_manifest(data), max_output_size=len(data)) == data
+
+
+def test_stat_cache_skips_files_still_within_their_timestamp_tick(tmp_path):
+    """Racy-file rule: a file whose mtime lies within one timestamp tick of the scan is not cached
+    (a second write in that tick would go unnoticed). The tick is 2 s for whole-second timestamps and
+    50 ms for sub-second ones; files older than that are cached."""
+    from dvx.manifests import CachedContent, ScannedFile, StatCache
+
+    cache = StatCache(tmp_path / "stat.sqlite", "store-1")
+    scan_time = 1_700_000_000.0
+    ns = int(scan_time * 1e9)
+
+    def scanned(name: str, mtime_ns: int) -> ScannedFile:
+        return ScannedFile(name, str(tmp_path / name), 3, mtime_ns, mtime_ns, 1, False)
+
+    files = {
+        "fine_fresh": scanned("fine_fresh", ns - 10_000_000 + 123),          # 10 ms before: racy
+        "fine_settled": scanned("fine_settled", ns - 200_000_000 + 123),     # 200 ms before: safe
+        "coarse_fresh": scanned("coarse_fresh", ns - 1_000_000_000),         # 1 s, whole seconds: racy
+        "coarse_settled": scanned("coarse_settled", ns - 3_000_000_000),     # 3 s, whole seconds: safe
+    }
+    content = CachedContent(3, "0" * 32, [])
+    cache.record([(f, content) for f in files.values()], since=scan_time)
+    hits = cache.lookup(list(files.values()))
+    assert {files[n].local for n in ("fine_settled", "coarse_settled")} == set(hits)
+    cache.close()

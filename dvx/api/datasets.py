@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -269,6 +270,7 @@ class Dataset:
         if to:
             to = validate_path(to.strip("/")) if to.strip("/") else ""
         scanned: dict[str, ScannedFile] = {}
+        started = time.time()
         for path in paths:
             for item in scan(path, to=to, exclude=exclude, skip=self.repo.settings.never_swept()):
                 scanned[item.path] = item
@@ -276,7 +278,7 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             files = self.files(state, base)
-            entries, result = self._store_files(list(scanned.values()), files, progress)
+            entries, result = self._store_files(list(scanned.values()), files, progress, started)
             _put_all(files, entries)
             self._save_files(state, base, files)
         return result
@@ -284,6 +286,7 @@ class Dataset:
     def sync(self, folder: str | os.PathLike[str], exclude: Iterable[str] = (),
              progress: ProgressFactory = no_progress) -> list[Change]:
         """Make the draft's root equal `folder`: adds, modifies and removes. Returns what changed."""
+        started = time.time()
         scanned = list(scan(folder, exclude=exclude, skip=self.repo.settings.never_swept()))
         if not Path(folder).is_dir():
             raise UsageError(f"{folder} is not a folder; `sync` mirrors a folder into the dataset root")
@@ -291,7 +294,7 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             before = self.files(state, base)
-            entries, _ = self._store_files(scanned, before, progress)
+            entries, _ = self._store_files(scanned, before, progress, started)
             after = {e.path: e for e in entries}
             self._save_files(state, base, after)
         return diff_files(before, after)
@@ -313,7 +316,7 @@ class Dataset:
         return removed
 
     def _store_files(self, scanned: list[ScannedFile], known: dict[str, FileEntry],
-                     progress: ProgressFactory) -> tuple[list[FileEntry], AddResult]:
+                     progress: ProgressFactory, scanned_at: float) -> tuple[list[FileEntry], AddResult]:
         """FileEntries for scanned files: reused when the stat cache says unchanged, else read and stored.
 
         `known` (the draft's current files) lets an unchanged file reuse its entry without decoding
@@ -360,7 +363,7 @@ class Dataset:
                 entries[f.path] = FileEntry(path=f.path, size=item.size, digest=item.digest,
                                             executable=f.executable, chunks=item.chunks)
                 fresh.append((f, CachedContent(item.size, item.digest, item.chunks)))
-            cache.record(fresh)
+            cache.record(fresh, since=scanned_at)
             result.read_files, result.read_bytes = len(to_read), total
             result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
         result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(to_read)

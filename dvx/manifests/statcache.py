@@ -1,8 +1,10 @@
 """Stat cache: (path, size, mtime, ctime, inode) → stored content, so unchanged files are never re-read.
 
 One SQLite file in the user's cache folder, shared by every process (WAL mode). Entries are per store,
-because chunk locations are. A file modified within _RACY_SECONDS of being read is not cached: its mtime
-could still change without the size or mtime moving (the "racy git" problem).
+because chunk locations are. A file whose mtime falls within one timestamp tick of the moment it was
+looked at is not cached: a later write in that same tick would leave size and mtime unchanged (the
+"racy git" problem). The tick is taken as 2 s on filesystems with whole-second timestamps (FAT, ext3,
+HFS+) and 50 ms where timestamps have sub-second digits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import msgspec
 from dvx.chunks import ChunkRef
 from dvx.manifests.scan import ScannedFile
 
-_RACY_SECONDS = 2.0
+_COARSE_TICK_NS = 2_000_000_000
+_FINE_TICK_NS = 50_000_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files_v1 (
     store_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER,
@@ -76,12 +79,18 @@ class StatCache:
                     found[row[0]] = CacheHit(row[1], row[5], row[6])
         return found
 
-    def record(self, items: Iterable[tuple[ScannedFile, CachedContent]]) -> None:
-        racy_after = (time.time() - _RACY_SECONDS) * 1e9
+    def record(self, items: Iterable[tuple[ScannedFile, CachedContent]], since: float) -> None:
+        """Remember files stored from a scan that began at `since` (seconds since the epoch)."""
+        since_ns = int(since * 1e9)
+
+        def settled(f: ScannedFile) -> bool:
+            coarse = f.mtime_ns % 1_000_000_000 == 0
+            return max(f.mtime_ns, f.ctime_ns) < since_ns - (_COARSE_TICK_NS if coarse else _FINE_TICK_NS)
+
         rows = [
             (self._store_id, f.local, f.size, f.mtime_ns, f.ctime_ns, f.inode, c.digest, _encoder.encode(c.chunks))
             for f, c in items
-            if f.mtime_ns < racy_after and f.ctime_ns < racy_after
+            if settled(f)
         ]
         if rows:
             self._db.execute("BEGIN")
