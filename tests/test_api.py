@@ -829,6 +829,18 @@ def test_file_names_that_are_not_unicode_are_refused(tmp_path: Path):
 
 # -- concurrency -------------------------------------------------------------------------------------------
 
+
+def release_and_collect(procs: list[subprocess.Popen], go: Path) -> list[dict]:
+    """Let processes waiting on the file `go` start together; return their JSON outputs."""
+    time.sleep(0.5)
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
 _WRITER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -853,13 +865,7 @@ def test_concurrent_commits_get_distinct_version_numbers(tmp_path: Path):
         env = dict(os.environ, DVX_STATE_DIR=str(tmp_path / f"state{i}"))
         procs.append(subprocess.Popen([sys.executable, "-c", _WRITER, str(go), str(i), str(src)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    time.sleep(0.5)
-    go.touch()
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        results.append(json.loads(out))
+    results = release_and_collect(procs, go)
     numbers = sorted(r["version"] for r in results)
     assert numbers == list(range(1, count + 1))
     log = {v.version: v for v in dvx.log("shared")}
@@ -888,13 +894,7 @@ def test_concurrent_cached_gets_share_one_complete_copy(tmp_path: Path):
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", _GETTER, str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    time.sleep(0.5)
-    go.touch()
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        results.append(json.loads(out))
+    results = release_and_collect(procs, go)
     assert len({r["path"] for r in results}) == 1
     assert all(r["files"] == sorted(files) for r in results)
     assert read_tree(Path(results[0]["path"])) == files
