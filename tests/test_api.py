@@ -944,3 +944,16 @@ def test_committing_an_unchanged_draft_of_an_older_version_is_a_rollback(tmp_pat
     assert not dvx.diff("rb@v1", "rb@v3")
     again = dvx.Dataset.create("rb").commit()
     assert not again.created and again.ref == "rb@v3"
+
+
+def test_one_add_with_a_file_where_another_source_has_a_folder_keeps_the_last(tmp_path: Path):
+    """`add` of a folder holding `a/b` and of a file named `a` in one call: the later source wins and
+    the draft stays committable (no file nested under a file)."""
+    tree = write_tree(tmp_path / "tree", {"a/b.txt": "inner"})
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "a").write_text("a file")
+    ds = dvx.Dataset.create("clash")
+    ds.add(tree, lone / "a")
+    assert draft_paths(ds) == ["a"]
+    assert ds.commit("ok").created

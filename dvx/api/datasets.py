@@ -177,6 +177,7 @@ def _put_all(files: dict[str, FileEntry], entries: list[FileEntry]) -> None:
         while "/" in parent:
             parent = parent.rsplit("/", 1)[0]
             files.pop(parent, None)
+            folders.add(parent)
         if entry.path in folders:
             prefix = entry.path + "/"
             for path in [p for p in files if p.startswith(prefix)]:
