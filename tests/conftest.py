@@ -104,3 +104,12 @@ def read_tree(root: Path) -> dict[str, bytes]:
         if path.is_file():
             out[path.relative_to(root).as_posix()] = path.read_bytes()
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cloud_servers():
+    """Cloud emulators start on first use (tests/servers.py) and stop when the session ends."""
+    from servers import stop_all
+
+    yield
+    stop_all()

@@ -32,9 +32,16 @@ def local_store(tmp_path: Path) -> Store:
     return open_store(str(tmp_path / f"s-{uuid.uuid4().hex[:8]}"))
 
 
+def s3_store(tmp_path: Path) -> Store:
+    from servers import new_s3_bucket
+
+    return open_store(f"s3://{new_s3_bucket()}/store-{uuid.uuid4().hex[:6]}")
+
+
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "local": local_store,
+    "s3": s3_store,
 }
 
 # Keys that could escape the root or alias another key, and the ".dvx-" namespace backends keep for

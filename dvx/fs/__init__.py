@@ -36,6 +36,12 @@ def open_store(url: str) -> Store:
         if not rest.strip("/"):
             raise UsageError("memory:// store URLs need a name, e.g. memory://scratch")
         return MemoryStore(rest.strip("/"), url)
+    if scheme == "s3":
+        from dvx.fs.s3 import S3Store
+
+        if not rest.strip("/"):
+            raise UsageError("s3:// store URLs need a bucket, e.g. s3://my-bucket/datasets")
+        return S3Store(url, rest.strip("/"))
     if scheme in _CLOUD_EXTRAS:
         raise UsageError(
             f"{scheme}:// stores are not supported yet in this version of dvx "

@@ -55,14 +55,20 @@ class FsspecStore(Store):
 
     def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         path = self._path(key)
+        wanted = [(start, end) for start, end in ranges if end > start]  # HTTP can't ask for 0 bytes
         try:
-            out = self.fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges],
-                                     on_error="raise")
+            fetched = iter(self.fs.cat_ranges([path] * len(wanted), [r[0] for r in wanted],
+                                              [r[1] for r in wanted], on_error="raise")) if wanted else iter(())
         except FileNotFoundError:
             raise NotFoundError(f"object {key} is missing from store {self.url}") from None
-        for data, (start, end) in zip(out, ranges):
+        out = []
+        for start, end in ranges:
+            data = next(fetched) if end > start else b""
             if len(data) != end - start:
                 raise NotFoundError(f"object {key} is shorter than expected (truncated?)")
+            out.append(data)
+        if not wanted and not self.exists(key):
+            raise NotFoundError(f"object {key} is missing from store {self.url}")
         return out
 
     def exists(self, key: str) -> bool:
@@ -89,7 +95,7 @@ class FsspecStore(Store):
             info = self.fs.info(self._path(key))
         except FileNotFoundError:
             raise NotFoundError(f"object {key} is missing from store {self.url}") from None
-        created = info.get("created") or info.get("mtime") or 0
+        created = info.get("LastModified") or info.get("created") or info.get("mtime") or 0
         mtime = created.timestamp() if hasattr(created, "timestamp") else float(created)
         return ObjectInfo(key, int(info["size"]), mtime)
 

@@ -1,0 +1,60 @@
+"""S3 (and S3-compatible) stores through s3fs.
+
+Credentials and endpoint come from the standard AWS places (environment, profiles, instance roles,
+``AWS_ENDPOINT_URL``). Create-only writes send ``If-None-Match: *``; refs are swapped with
+``If-Match: <ETag>``, so a writer whose ETag went stale gets 412 and re-reads.
+"""
+
+from __future__ import annotations
+
+from dvx.errors import PreconditionFailed, StoreError, UsageError
+from dvx.fs.fsspec_store import FsspecStore
+
+
+def _s3fs():
+    try:
+        import s3fs
+    except ImportError:
+        raise UsageError('s3:// stores need the S3 extra: pip install "dvx[s3]"') from None
+    return s3fs
+
+
+def _precondition_failed(exc: OSError) -> bool:
+    text = str(exc)
+    return any(sign in text for sign in ("412", "PreconditionFailed", "pre-conditions", "does not exist"))
+
+
+class S3Store(FsspecStore):
+    def __init__(self, url: str, bucket_and_prefix: str):
+        s3fs = _s3fs()
+        # Listings must never be served from a cache: other writers change the store under us.
+        fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+        super().__init__(fs, bucket_and_prefix, url)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        # ETag first, then the bytes: if they changed in between, the ETag is stale and the
+        # conditional write that follows fails and is retried — never the other way round.
+        path = self._path(key)
+        try:
+            etag = self.fs.info(path)["ETag"]
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None, None
+        return data, etag
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> str:
+        path = self._path(key)
+        try:
+            if token is None:
+                self.fs.pipe_file(path, data, mode="create")
+            else:
+                self.fs.pipe_file(path, data, IfMatch=token)
+        except FileExistsError:
+            raise PreconditionFailed(f"{key} was created by another writer") from None
+        except FileNotFoundError:  # If-Match on an object someone deleted
+            raise PreconditionFailed(f"{key} was deleted by another writer") from None
+        except OSError as exc:
+            if _precondition_failed(exc):
+                raise PreconditionFailed(f"{key} was changed by another writer") from None
+            raise StoreError(f"cannot write {self.url}/{key}: {exc}") from None
+        return self.fs.info(path)["ETag"]
