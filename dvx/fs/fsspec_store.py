@@ -3,13 +3,14 @@ supplies its own compare-and-swap for refs (the in-memory one here; cloud ones i
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 from collections.abc import Sequence
 
 import xxhash
 
-from dvx.errors import NotFoundError, PreconditionFailed
+from dvx.errors import DvxError, NotFoundError, PreconditionFailed, StoreError
 from dvx.fs.base import ObjectInfo, Store, Upload, check_key
 
 
@@ -33,8 +34,34 @@ class _BufferedUpload(Upload):
         self._buffer = io.BytesIO()
 
 
+_STORE_METHODS = ("read", "read_ranges", "exists", "is_dir", "list", "info", "put_create", "read_versioned",
+                  "put_if", "delete")
+
+
+def _as_store_errors(method):
+    """SDK failures (unreachable endpoint, denied credentials, throttling that outlived the SDK's
+    retries) become one StoreError naming the store, instead of a traceback."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (DvxError, FileNotFoundError, FileExistsError):
+            raise
+        except Exception as exc:
+            raise StoreError(f"store {self.url}: {type(exc).__name__}: {exc}") from exc
+
+    return guarded
+
+
 class FsspecStore(Store):
     """Objects under `root` of an fsspec filesystem `fs`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _STORE_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, _as_store_errors(cls.__dict__[name]))
 
     def __init__(self, fs, root: str, url: str):
         self.fs = fs
@@ -148,3 +175,7 @@ class MemoryStore(FsspecStore):
                 raise PreconditionFailed(f"{key} was changed by another writer")
             self.fs.pipe_file(self._path(key), data)
         return xxhash.xxh3_128_hexdigest(data)
+
+
+for _name in _STORE_METHODS:
+    setattr(FsspecStore, _name, _as_store_errors(getattr(FsspecStore, _name)))
