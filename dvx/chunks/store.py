@@ -178,7 +178,6 @@ class ChunkStore:
         self.chunker = Chunker(config.chunker)
         self.jobs = jobs or min(4, os.cpu_count() or 2)
         self._index: dict[str, ChunkRef] | None = None
-        self._loaded_segments: set[str] = set()
         self._extra: dict[str, ChunkRef] = {}
         self._lock = threading.Lock()
 
@@ -198,7 +197,6 @@ class ChunkStore:
                 pack_id = name[:-4]
                 for ref in decode_footer(self.store.read(index_key(pack_id)), pack_id):
                     index[ref.id] = ref
-                self._loaded_segments.add(pack_id)
             self._index = index
         return self._index
 
