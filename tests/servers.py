@@ -1,39 +1,22 @@
 """Real servers for the cloud backends, on 127.0.0.1, started on first use and stopped at session end
-(tests/conftest.py's `cloud_servers` fixture). No mocks of our own: the wire protocol is the real one."""
+(tests/conftest.py's `cloud_servers` fixture). No mocks of our own: the wire protocol is the real one.
+
+Each server sets the environment variables its SDK reads, so `dvx` subprocesses started by the tests
+reach the same server. One module per backend (server_s3/server_gcs/server_azure); every started
+server registers itself in `RUNNING` so `stop_all` can stop it.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
+from server_registry import RUNNING
+from server_azure import new_azure_container
+from server_gcs import new_gcs_bucket
+from server_s3 import new_s3_bucket, s3_endpoint
 
-_running: dict[str, object] = {}
-
-
-def s3_endpoint() -> str:
-    """A moto S3 server (enforces If-None-Match / If-Match on PutObject); AWS_* point the SDK at it."""
-    if "s3" not in _running:
-        from moto.server import ThreadedMotoServer
-
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        _running["s3"] = server
-        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                          AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    return os.environ["AWS_ENDPOINT_URL"]
-
-
-def new_s3_bucket() -> str:
-    """A fresh, empty bucket on the moto server; returns its name."""
-    import s3fs
-
-    s3_endpoint()
-    name = f"dvx-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(name)
-    return name
+__all__ = ["new_s3_bucket", "s3_endpoint", "new_gcs_bucket", "new_azure_container", "stop_all"]
 
 
 def stop_all() -> None:
-    for server in _running.values():
+    for server in RUNNING.values():
         server.stop()
-    _running.clear()
+    RUNNING.clear()

@@ -38,10 +38,24 @@ def s3_store(tmp_path: Path) -> Store:
     return open_store(f"s3://{new_s3_bucket()}/store-{uuid.uuid4().hex[:6]}")
 
 
+def gcs_store(tmp_path: Path) -> Store:
+    from servers import new_gcs_bucket
+
+    return open_store(f"gs://{new_gcs_bucket()}/store-{uuid.uuid4().hex[:6]}")
+
+
+def azure_store(tmp_path: Path) -> Store:
+    from servers import new_azure_container
+
+    return open_store(f"az://{new_azure_container()}/store-{uuid.uuid4().hex[:6]}")
+
+
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "local": local_store,
     "s3": s3_store,
+    "gcs": gcs_store,
+    "azure": azure_store,
 }
 
 # Keys that could escape the root or alias another key, and the ".dvx-" namespace backends keep for

@@ -9,10 +9,12 @@ import pytest
 
 import dvx
 from conftest import read_tree, write_tree
-from servers import new_s3_bucket
+from servers import new_azure_container, new_gcs_bucket, new_s3_bucket
 
 CLOUD_URLS = {
     "s3": lambda: f"s3://{new_s3_bucket()}/datasets-{uuid.uuid4().hex[:6]}",
+    "gcs": lambda: f"gs://{new_gcs_bucket()}/datasets-{uuid.uuid4().hex[:6]}",
+    "azure": lambda: f"az://{new_azure_container()}/datasets-{uuid.uuid4().hex[:6]}",
 }
 
 

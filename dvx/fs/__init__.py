@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from dvx.errors import UsageError
 from dvx.fs.base import ObjectInfo, Store, Upload
@@ -22,9 +24,12 @@ def normalise_url(url: str) -> str:
     return f"{scheme}://{rest.rstrip('/')}"
 
 
-def open_store(url: str) -> Store:
-    """Open the store at `url`: a folder path, file://…, memory://NAME (tests), or a cloud URL."""
+def open_store(url: str, options: Mapping[str, Any] | None = None) -> Store:
+    """Open the store at `url`: a folder path, file://…, memory://NAME (tests), or a cloud URL
+    (s3://, gs://, az:// or abfs://). `options` are the per-store settings from dvx.toml (endpoint
+    URL, region, profile, anonymous, …); credentials themselves come from each cloud's usual places."""
     url = normalise_url(url)
+    options = dict(options or {})
     scheme, sep, rest = url.partition("://")
     if not sep:
         from dvx.fs.local import LocalStore
@@ -36,15 +41,15 @@ def open_store(url: str) -> Store:
         if not rest.strip("/"):
             raise UsageError("memory:// store URLs need a name, e.g. memory://scratch")
         return MemoryStore(rest.strip("/"), url)
+    if scheme not in _CLOUD_EXTRAS:
+        raise UsageError(f"unknown store URL scheme {scheme!r} in {url!r}: "
+                         "use a folder path, s3://, gs://, az:// or memory://NAME")
+    if not rest.strip("/"):
+        raise UsageError(f"{scheme}:// store URLs need a bucket or container, e.g. {scheme}://my-bucket/datasets")
     if scheme == "s3":
-        from dvx.fs.s3 import S3Store
-
-        if not rest.strip("/"):
-            raise UsageError("s3:// store URLs need a bucket, e.g. s3://my-bucket/datasets")
-        return S3Store(url, rest.strip("/"))
-    if scheme in _CLOUD_EXTRAS:
-        raise UsageError(
-            f"{scheme}:// stores are not supported yet in this version of dvx "
-            f"(they arrive with the dvx[{_CLOUD_EXTRAS[scheme]}] extra)"
-        )
-    raise UsageError(f"unknown store URL scheme {scheme!r} in {url!r}: use a folder path or memory://NAME")
+        from dvx.fs.s3 import S3Store as cloud_store
+    elif _CLOUD_EXTRAS[scheme] == "gcs":
+        from dvx.fs.gcs import GCSStore as cloud_store
+    else:
+        from dvx.fs.azure import AzureStore as cloud_store
+    return cloud_store(url, rest.strip("/"), options)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import xxhash
 
-from dvx.errors import DvxError, NotFoundError, PreconditionFailed, StoreError
+from dvx.errors import DvxError, NotFoundError, PreconditionFailed, StoreError, UsageError
 from dvx.fs.base import ObjectInfo, Store, Upload, check_key
 
 
@@ -32,6 +33,14 @@ class _BufferedUpload(Upload):
 
     def abort(self) -> None:
         self._buffer = io.BytesIO()
+
+
+def check_options(url: str, options: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Per-store settings (dvx.toml) are checked by name so a typo is an error, not silently ignored."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} for store {url}: "
+                         f"this backend accepts {', '.join(sorted(allowed))}")
 
 
 _STORE_METHODS = ("read", "read_ranges", "exists", "is_dir", "list", "info", "put_create", "read_versioned",

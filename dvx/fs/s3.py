@@ -8,7 +8,10 @@ Credentials and endpoint come from the standard AWS places (environment, profile
 from __future__ import annotations
 
 from dvx.errors import PreconditionFailed, StoreError, UsageError
-from dvx.fs.fsspec_store import FsspecStore
+from dvx.fs.fsspec_store import FsspecStore, check_options
+
+#: dvx.toml settings for s3:// stores (credentials stay in the AWS places: env, profiles, roles).
+S3_OPTIONS = ("endpoint_url", "region", "profile", "anonymous")
 
 
 def _s3fs():
@@ -25,10 +28,20 @@ def _precondition_failed(exc: OSError) -> bool:
 
 
 class S3Store(FsspecStore):
-    def __init__(self, url: str, bucket_and_prefix: str):
+    def __init__(self, url: str, bucket_and_prefix: str, options: dict):
         s3fs = _s3fs()
+        check_options(url, options, S3_OPTIONS)
+        kwargs: dict = {}
+        if options.get("endpoint_url"):
+            kwargs["endpoint_url"] = options["endpoint_url"]
+        if options.get("region"):
+            kwargs["client_kwargs"] = {"region_name": options["region"]}
+        if options.get("profile"):
+            kwargs["profile"] = options["profile"]
+        if options.get("anonymous"):
+            kwargs["anon"] = True
         # Listings must never be served from a cache: other writers change the store under us.
-        fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True)
+        fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True, **kwargs)
         super().__init__(fs, bucket_and_prefix, url)
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
