@@ -9,8 +9,8 @@
 
 from dvx.errors import ConflictError, DvxError, IntegrityError, NotFoundError, StoreError, UsageError
 
-_API = {"Dataset", "Version", "datasets", "diff", "files", "get", "init", "log", "ls", "open", "show",
-        "store_info", "tag", "version"}
+_API = {"Dataset", "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push",
+        "show", "store_info", "tag", "version"}
 
 
 def __getattr__(name: str):
@@ -25,6 +25,6 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 __all__ = [
     "ConflictError", "Dataset", "DvxError", "IntegrityError", "NotFoundError", "StoreError", "UsageError",
-    "Version", "datasets", "diff", "files", "get", "init", "log", "ls", "open", "show", "store_info", "tag",
-    "version",
+    "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show",
+    "store_info", "tag", "version",
 ]

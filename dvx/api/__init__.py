@@ -13,11 +13,12 @@ from dvx.api.datasets import Dataset, Drafts
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
+from dvx.api.transfer import TransferResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
     "AddResult", "Change", "CommitResult", "Dataset", "FileInfo", "Repo", "Version", "datasets", "diff",
-    "drafts", "files", "get", "init", "log", "ls", "open", "show", "store_info", "summarise", "tag", "version",
+    "drafts", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show", "store_info", "summarise", "tag", "version",
 ]
 
 
@@ -91,6 +92,33 @@ def show(ref: str, *, store: str | None = None) -> dict:
 
 def tag(ref: str, tag_name: str, force: bool = False, delete: bool = False, *, store: str | None = None) -> Version:
     return _reading().tag(Repo(store=store), ref, tag_name, force=force, delete=delete)
+
+
+def push(refs: Sequence[str] | str, to: str, *, force_tags: bool = False, jobs: int | None = None,
+         store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
+    """Copy versions (with their lineage, data and tags) from the active store to `to` (a URL or a
+    store named in dvx.toml). Only packs `to` lacks are sent."""
+    return _transfer(refs, store, to, push=True, force_tags=force_tags, jobs=jobs, progress=progress)
+
+
+def fetch(refs: Sequence[str] | str, from_: str, *, force_tags: bool = False, jobs: int | None = None,
+          store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
+    """Copy versions (with their lineage, data and tags) from `from_` into the active store."""
+    return _transfer(refs, store, from_, push=False, force_tags=force_tags, jobs=jobs, progress=progress)
+
+
+def _transfer(refs, store, other, *, push, force_tags, jobs, progress) -> TransferResult:
+    from dvx.api.transfer import copy_versions
+
+    here = Repo(store=store)
+    there = Repo.other(here.settings, other)
+    source, dest = (here, there) if push else (there, here)
+    try:
+        return copy_versions(source, dest, [refs] if isinstance(refs, str) else builtins.list(refs),
+                             force_tags=force_tags, jobs=jobs, progress=progress)
+    finally:
+        here.close()
+        there.close()
 
 
 def init(folder: str | os.PathLike[str] = ".", store: str | None = None) -> Path:

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -41,10 +41,28 @@ class Settings:
     cache_max_bytes: int
     jobs: int | None
     author: str
+    store_options: dict = field(default_factory=dict)
+    named_stores: dict = field(default_factory=dict)
 
     @property
     def project_file(self) -> Path | None:
         return self.project_dir / PROJECT_FILE if self.project_dir else None
+
+    def store_spec(self, name_or_url: str | None = None) -> tuple[str, dict]:
+        """(URL, options) of the active store, of a store named in dvx.toml's [stores.NAME], or of a URL
+        (which picks up the options dvx.toml gives for that URL, if any)."""
+        if name_or_url is None:
+            return self.store_url, dict(self.store_options)
+        if name_or_url in self.named_stores:
+            entry = self.named_stores[name_or_url]
+            return entry["url"], {k: v for k, v in entry.items() if k != "url"}
+        url = normalise_url(name_or_url)
+        if url == self.store_url:
+            return url, dict(self.store_options)
+        for entry in self.named_stores.values():
+            if entry["url"] == url:
+                return url, {k: v for k, v in entry.items() if k != "url"}
+        return url, {}
 
     def never_swept(self) -> list[str]:
         """Absolute paths an `add` must never take into a dataset."""
@@ -88,21 +106,55 @@ def default_author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _project_url(url: str, project_dir: Path) -> str:
+    """Relative folder paths in dvx.toml are relative to the project, not to where dvx runs."""
+    if "://" not in url and not os.path.isabs(os.path.expanduser(url)):
+        return str(project_dir / url)
+    return url
+
+
+def _named_stores(project: dict, project_dir: Path | None) -> dict[str, dict]:
+    """dvx.toml's [stores.NAME] tables: url plus per-store options, for --store/--to/--from NAME."""
+    tables = project.get("stores", {})
+    if not isinstance(tables, dict):
+        raise UsageError(f"{project_dir / PROJECT_FILE}: [stores] must hold tables like [stores.NAME]")
+    named = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict) or not isinstance(table.get("url"), str):
+            raise UsageError(f"{project_dir / PROJECT_FILE}: [stores.{name}] needs a url")
+        named[name] = {**table, "url": normalise_url(_project_url(table["url"], project_dir))}
+    return named
+
+
+def _jobs(value: str | int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError(f"invalid number of jobs {value!r}: use a whole number of at least 1")
+    return jobs
+
+
 def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None = None) -> Settings:
     cwd_path = Path(cwd or os.getcwd()).absolute()
     env = os.environ
     project_dir = find_project(cwd_path)
     project = read_project_file(project_dir) if project_dir else {}
-    project_store = project.get("store", {}).get("url") if isinstance(project.get("store"), dict) else None
+    store_table = project.get("store") if isinstance(project.get("store"), dict) else {}
+    project_store = store_table.get("url")
+    named = _named_stores(project, project_dir)
 
-    if store:
+    if store and store in named:
+        url, source = named[store]["url"], f"--store option (store {store!r} of {project_dir / PROJECT_FILE})"
+    elif store:
         url, source = store, "--store option"
     elif env.get("DVX_STORE"):
         url, source = env["DVX_STORE"], "DVX_STORE environment variable"
     elif project_store:
-        url, source = project_store, f"{project_dir / PROJECT_FILE}"
-        if "://" not in url and not os.path.isabs(os.path.expanduser(url)):
-            url = str(project_dir / url)
+        url, source = _project_url(project_store, project_dir), f"{project_dir / PROJECT_FILE}"
     else:
         data_dir = Path(env.get("DVX_DATA_DIR") or platformdirs.user_data_dir(APP))
         url, source = str(data_dir / "store"), "embedded default store"
@@ -116,9 +168,18 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     cache_dir = Path(env.get("DVX_CACHE_DIR") or platformdirs.user_cache_dir(APP))
     cache_cfg = project.get("cache", {}) if isinstance(project.get("cache"), dict) else {}
     cache_max = parse_size(env.get("DVX_CACHE_MAX_SIZE") or cache_cfg.get("max_size") or DEFAULT_CACHE_MAX)
-    jobs = int(env["DVX_JOBS"]) if env.get("DVX_JOBS", "").isdigit() else None
+    url = normalise_url(url)
+    options = {}
+    if project_store and url == normalise_url(_project_url(project_store, project_dir)):
+        options = {k: v for k, v in store_table.items() if k != "url"}
+    for entry in named.values():
+        if entry["url"] == url and not options:
+            options = {k: v for k, v in entry.items() if k != "url"}
+    jobs = _jobs(env.get("DVX_JOBS") or project.get("transfer", {}).get("jobs"))
     return Settings(
-        store_url=normalise_url(url),
+        store_url=url,
+        store_options=options,
+        named_stores=named,
         store_source=source,
         project_dir=project_dir,
         state_dir=state_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
 import xxhash
@@ -19,9 +20,15 @@ class Repo:
         self.settings = settings or load_settings(store)
         self._manifests: dict[str, Manifest] = {}
 
+    @classmethod
+    def other(cls, settings: Settings, name_or_url: str) -> Repo:
+        """A session with another store (a URL or a store named in dvx.toml), e.g. a push target."""
+        url, options = settings.store_spec(name_or_url)
+        return cls(replace(settings, store_url=url, store_options=options, store_source=name_or_url))
+
     @cached_property
     def store(self) -> Store:
-        return open_store(self.settings.store_url)
+        return open_store(*self.settings.store_spec())
 
     @property
     def store_key(self) -> str:

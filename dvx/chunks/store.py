@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from dvx.chunks.pack import (
     footer_id,
     index_key,
     pack_key,
+    split_pack,
 )
 from dvx.errors import IntegrityError, NotFoundError, StoreError
 from dvx.fs import Store
@@ -119,19 +121,26 @@ class _Probe:
 
 
 class PackWriter:
-    """Appends new chunks to packs of ~pack_size and publishes each pack (and its index segment)."""
+    """Appends new chunks to packs of ~pack_size and publishes each sealed pack (then its index
+    segment) in the background, a few at a time, while the next pack fills."""
 
-    def __init__(self, chunk_store: ChunkStore):
+    def __init__(self, chunk_store: ChunkStore, uploads: int = 2):
         self._cs = chunk_store
         self._upload = None
         self._entries: list[tuple[str, int, int, int, int]] = []
         self._unsealed: set[str] = set()
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(uploads)  # bounds memory: each pending pack is held whole
+        self._pool = ThreadPoolExecutor(uploads, thread_name_prefix="dvx-pack-upload")
+        self._pending: list[Future] = []
         self.new_refs: dict[str, ChunkRef] = {}
         self.stored_bytes = 0
         self.packs_written = 0
 
     def has(self, cid: str) -> bool:
-        return cid in self._unsealed or cid in self.new_refs
+        with self._lock:
+            return cid in self._unsealed or cid in self._in_flight or cid in self.new_refs
 
     def append(self, cid: str, codec_id: int, payload, raw_size: int) -> None:
         if self.has(cid):
@@ -147,28 +156,49 @@ class PackWriter:
             self.seal()
 
     def seal(self) -> None:
-        """Publish the open pack: pack first, then its index segment (BRIEF §4 write order)."""
+        """Close the open pack and hand it to the publisher threads."""
         if self._upload is None:
             return
         footer = encode_footer(self._entries)
         self._upload.write(footer)
         self._upload.write(TRAILER.pack(len(footer), TRAILER_MAGIC))
-        pack_id = footer_id(footer)
-        self._upload.commit(pack_key(pack_id))
-        self._cs.store.put_create(index_key(pack_id), footer)
-        for cid, off, length, size, codec_id in self._entries:
-            ref = ChunkRef(cid, pack_id, off, length, size, codec_id)
-            self.new_refs[cid] = ref
-            self._cs.remember(ref)
-        self.packs_written += 1
-        self._upload = None
-        self._entries = []
-        self._unsealed = set()
+        upload, entries = self._upload, self._entries
+        with self._lock:
+            self._in_flight |= self._unsealed
+        self._upload, self._entries, self._unsealed = None, [], set()
+        self._slots.acquire()
+        self._pending.append(self._pool.submit(self._publish, upload, footer, entries))
+
+    def _publish(self, upload, footer: bytes, entries: list[tuple[str, int, int, int, int]]) -> None:
+        """Pack first, then its index segment (BRIEF §4 write order); only then are its chunks known."""
+        try:
+            pack_id = footer_id(footer)
+            upload.commit(pack_key(pack_id))
+            self._cs.store.put_create(index_key(pack_id), footer)
+            with self._lock:
+                for cid, off, length, size, codec_id in entries:
+                    ref = ChunkRef(cid, pack_id, off, length, size, codec_id)
+                    self.new_refs[cid] = ref
+                    self._cs.remember(ref)
+                    self._in_flight.discard(cid)
+                self.packs_written += 1
+        finally:
+            self._slots.release()
+
+    def finish(self) -> None:
+        """Seal the last pack and wait until every pack is published (raises the first failure)."""
+        self.seal()
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
         if self._upload is not None:
             self._upload.abort()
             self._upload = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ChunkStore:
@@ -226,7 +256,7 @@ class ChunkStore:
         thread appends them to packs, so packs are written by one thread in arrival order.
         """
         index = self.index()
-        writer = PackWriter(self)
+        writer = PackWriter(self, uploads=max(2, min(self.jobs, 4)))
         level = self.config.compression.level
         chunker = self.chunker
         numbered = enumerate(sources)
@@ -299,7 +329,7 @@ class ChunkStore:
                             writer.append(cid, codec_id, payload, raw_size)
             if failure is not None:
                 raise failure
-            writer.seal()
+            writer.finish()
         except BaseException:
             stop.set()
             writer.abort()
@@ -361,3 +391,34 @@ def _merge_spans(group: list[ChunkRef]) -> list[tuple[int, int, list[ChunkRef]]]
                 continue
         spans.append((ref.offset, end, [ref]))
     return spans
+
+
+def init_config_like(store: Store, template: StoreConfig) -> StoreConfig:
+    """Initialise an empty store with `template`'s chunking, compression and pack size (so data copied
+    into it keeps deduplicating), under a store id of its own. An existing config is kept."""
+    existing = load_config(store, create=False)
+    if existing is not None:
+        return existing
+    fresh = msgspec.structs.replace(template, store_id=uuid.uuid4().hex,
+                                    created=datetime.now(timezone.utc).isoformat())
+    store.put_create(CONFIG_KEY, msgspec.json.encode(fresh, order="sorted"))
+    return load_config(store, create=False)
+
+
+def stored_pack_ids(store: Store) -> set[str]:
+    """Ids of the packs a store holds, from its index segments (one listing)."""
+    return {name.removesuffix(".idx") for name in store.list("index") if name.endswith(".idx")}
+
+
+def copy_pack(source: Store, dest: Store, pack_id: str) -> int:
+    """Copy one pack byte for byte, verifying every chunk on the way, then its index segment
+    (pack before index, BRIEF §4). Returns the bytes moved; 0 if `dest` already had it."""
+    data = source.read(pack_key(pack_id))
+    refs = split_pack(data, pack_id)
+    for ref in refs:
+        verify_chunk(ref, data[ref.offset:ref.offset + ref.length])
+    footer_len = TRAILER.unpack_from(data, len(data) - TRAILER.size)[0]
+    footer = data[len(data) - TRAILER.size - footer_len: len(data) - TRAILER.size]
+    created = dest.put_create(pack_key(pack_id), data)
+    dest.put_create(index_key(pack_id), footer)
+    return len(data) if created else 0

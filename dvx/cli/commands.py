@@ -1,4 +1,4 @@
-"""Top-level commands: init, store, ls, diff, get, tag."""
+"""Top-level commands: init, store, ls, diff, get, tag, push, fetch."""
 
 from __future__ import annotations
 
@@ -117,3 +117,49 @@ def tag(ref: str, tag_name: str, force: bool, delete: bool) -> None:
 
 
 
+
+
+def _transfer_options(command):
+    command = click.option("--force-tags", is_flag=True,
+                           help="Move tags that point at other versions there (default: keep them).")(command)
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+                        help="Packs moved at once (default: DVX_JOBS, dvx.toml [transfer] jobs, or 4).")(command)
+
+
+def _render_transfer(result) -> None:
+    click.echo(f"{result.source} -> {result.destination}")
+    click.echo(f"versions: {len(result.versions_copied)} copied, {len(result.versions_present)} already there"
+               + (f" ({', '.join(result.versions_copied)})" if result.versions_copied else ""))
+    click.echo(f"packs:    {result.packs_copied} copied ({human_size(result.bytes_copied)}), "
+               f"{result.packs_present} already there")
+    if result.tags_set:
+        click.echo(f"tags:     {', '.join(result.tags_set)}")
+    for tag in result.tags_kept:
+        click.echo(f"kept tag {tag}: it points at another version there (use --force-tags to move it)", err=True)
+
+
+@click.command("push")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.option("--to", "to", required=True, metavar="STORE", help="Destination: a store URL or a name from dvx.toml.")
+@_transfer_options
+@common
+def push(refs: tuple[str, ...], to: str, force_tags: bool, jobs: int | None) -> None:
+    """Copy versions (NAME = all its versions) with their lineage, data and tags to another store."""
+    from dvx import api
+
+    result = api.push(list(refs), to, force_tags=force_tags, jobs=jobs, store=store_option(), progress=progress_bar)
+    emit(result.to_dict(), lambda: _render_transfer(result))
+
+
+@click.command("fetch")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.option("--from", "from_", required=True, metavar="STORE", help="Source: a store URL or a name from dvx.toml.")
+@_transfer_options
+@common
+def fetch(refs: tuple[str, ...], from_: str, force_tags: bool, jobs: int | None) -> None:
+    """Copy versions (NAME = all its versions) with their lineage, data and tags from another store."""
+    from dvx import api
+
+    result = api.fetch(list(refs), from_, force_tags=force_tags, jobs=jobs, store=store_option(),
+                       progress=progress_bar)
+    emit(result.to_dict(), lambda: _render_transfer(result))

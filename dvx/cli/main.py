@@ -24,7 +24,8 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 
 
 cli.add_command(dataset_group)
-for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag):
+for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
+                commands.push, commands.fetch):
     cli.add_command(command)
 
 

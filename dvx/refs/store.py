@@ -113,6 +113,26 @@ class Refs:
                 return record
             number += 1
 
+    def version_bytes(self, name: str, number: int) -> bytes | None:
+        """The stored record of name@vN exactly as written (copies keep it byte for byte)."""
+        try:
+            return self.store.read(self._version_key(name, number))
+        except NotFoundError:
+            return None
+
+    def import_version(self, name: str, number: int, data: bytes) -> bool:
+        """Place a version record copied from another store under the same number. True if written,
+        False if the identical record was already here; ConflictError if name@vN here is another version."""
+        record = msgspec.json.decode(data, type=VersionRecord)
+        if (record.name, record.version) != (name, number):
+            raise ConflictError(f"version record for {name}@v{number} names {record.ref} instead")
+        if self.store.put_create(self._version_key(name, number), data):
+            return True
+        if self.version_bytes(name, number) == data:
+            return False
+        raise ConflictError(f"{name}@v{number} already exists in {self.store.url} and is a different version "
+                            f"(the two stores' histories of {name!r} have diverged)")
+
     # -- tags ----------------------------------------------------------------------------------
     def tag_names(self, name: str) -> list[str]:
         return sorted(t.removesuffix(".json") for t in self.store.list(f"{self._name_dir(name)}/tags")
