@@ -14,13 +14,13 @@ import os
 import shutil
 import stat
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
 import xxhash
 
+from dvx.errors import IntegrityError
 from dvx.locks import FileLock, LockTimeout
 
 _FORMAT_VERSION = 1
@@ -101,14 +101,16 @@ class CheckoutCache:
             self.entries.mkdir(parents=True, exist_ok=True)
             self._meta_path(key).unlink(missing_ok=True)
             remove_tree(target)
-            tmp = self.entries / f".tmp-{uuid.uuid4().hex}"
+            # Named after the key (and built under its lock): an interrupted build is resumed by the
+            # next one, which keeps the files already verified.
+            tmp = self.entries / f".tmp-{key}"
             try:
                 build(tmp)
-                tmp.mkdir(exist_ok=True)
-                os.rename(tmp, target)
-            except BaseException:
-                remove_tree(tmp)
+            except IntegrityError:
+                remove_tree(tmp)  # damaged data: nothing worth resuming from
                 raise
+            tmp.mkdir(exist_ok=True)
+            os.rename(tmp, target)
             self._write_meta(key, EntryMeta(_FORMAT_VERSION, nbytes, time.time(), fingerprint(target, paths), label))
         self.evict(keep=key)
         return target

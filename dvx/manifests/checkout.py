@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +65,26 @@ class _FolderMaker:
             self._made.add(key)
 
 
+def _file_digest(path: Path) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified_prefix(part, entry: FileEntry, digest) -> int:
+    """How many of `entry`'s chunks the partial file already holds intact (their bytes fed to `digest`)."""
+    done = 0
+    for ref in entry.chunks:
+        data = part.read(ref.size)
+        if len(data) != ref.size or xxhash.xxh3_128_hexdigest(data) != ref.id:
+            break
+        digest.update(data)
+        done += 1
+    return done
+
+
 def checkout(
     chunk_store: ChunkStore,
     files: list[FileEntry],
@@ -76,9 +96,13 @@ def checkout(
 ) -> None:
     """Write `files` under `dest`. `context` (e.g. "cifar@v3") names the version in error messages."""
     root = Path(dest)
+    resuming = root.exists()
     root.mkdir(parents=True, exist_ok=True)
     folders = _FolderMaker(root)
     base_mode = 0o444 if read_only else 0o666 & ~_umask()
+
+    def file_mode(entry: FileEntry) -> int:
+        return base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
 
     def verified_content(entry: FileEntry, chunks) -> bytes:
         data = b"".join(chunks)
@@ -112,31 +136,56 @@ def checkout(
         os.close(fd)
 
     def write_large(entry: FileEntry, target: Path, mode: int) -> None:
-        """Stream into a temp file beside the target and rename it into place once verified."""
-        tmp = target.parent / f".{target.name}.dvx-{uuid.uuid4().hex[:8]}"
+        """Stream into a partial file beside the target and rename it into place once verified. An
+        interrupted get leaves the partial file; the next one keeps its verified chunks."""
+        part = target.parent / f".{target.name}.dvx-part"
+        digest = xxhash.xxh3_128()
         try:
-            digest = xxhash.xxh3_128()
-            with open(tmp, "wb", buffering=0) as out:
-                for data in chunk_store.read_chunks(entry.chunks):
-                    digest.update(data)
-                    view = memoryview(data)
-                    while view:
-                        view = view[out.write(view):]
-                    if progress:
-                        progress(len(data))
-            if digest.hexdigest() != entry.digest:
-                raise IntegrityError("content does not match the recorded file digest")
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+            copy_into_part(entry, part, digest)
+        except IntegrityError:
+            part.unlink(missing_ok=True)  # damaged data: nothing worth resuming from
             raise
+        if digest.hexdigest() != entry.digest:
+            part.unlink(missing_ok=True)
+            raise IntegrityError("content does not match the recorded file digest")
+        os.chmod(part, mode)
+        os.replace(part, target)
+
+    def copy_into_part(entry: FileEntry, part: Path, digest) -> None:
+        with open(os.open(part, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0) as out:
+            done = _verified_prefix(out, entry, digest)
+            out.truncate(sum(ref.size for ref in entry.chunks[:done]))
+            out.seek(0, os.SEEK_END)
+            if progress and done:
+                progress(out.tell())
+            for data in chunk_store.read_chunks(entry.chunks[done:]):
+                digest.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[out.write(view):]
+                if progress:
+                    progress(len(data))
+
+    def already_there(entry: FileEntry, target: Path, mode: int) -> bool:
+        """A file left by an earlier (perhaps interrupted) get into the same folder, with the right
+        content: keep it instead of downloading it again."""
+        try:
+            st = target.lstat()
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or _file_digest(target) != entry.digest:
+            return False
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(target, mode)
+        if progress:
+            progress(entry.size)
+        return True
 
     def write_one(entry: FileEntry, data: bytes | None = None) -> None:
         """Write one file; `data` is its verified content when the batch already read it."""
         target = root / entry.path
         folders.ensure(target.parent)
-        mode = base_mode | ((base_mode & 0o444) >> 2) if entry.executable else base_mode
+        mode = file_mode(entry)
         try:
             if entry.size <= _SMALL_FILE:
                 if data is None:
@@ -157,6 +206,8 @@ def checkout(
 
     def write_batch(batch: list[FileEntry]) -> None:
         """Small files of a batch are neighbours in their packs: fetch their chunks in one pass."""
+        if resuming:
+            batch = [e for e in batch if not already_there(e, root / e.path, file_mode(e))]
         small = [e for e in batch if e.size <= _SMALL_FILE]
         contents: list[bytes] | None = None
         try:
