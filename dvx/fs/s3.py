@@ -7,7 +7,9 @@ Credentials and endpoint come from the standard AWS places (environment, profile
 
 from __future__ import annotations
 
-from dvx.errors import PreconditionFailed, StoreError, UsageError
+import fsspec.asyn
+
+from dvx.errors import NotFoundError, PreconditionFailed, StoreError, UsageError
 from dvx.fs.fsspec_store import FsspecStore, check_options
 
 #: dvx.toml settings for s3:// stores (credentials stay in the AWS places: env, profiles, roles).
@@ -44,16 +46,31 @@ class S3Store(FsspecStore):
         fs = s3fs.S3FileSystem(use_listings_cache=False, skip_instance_cache=True, **kwargs)
         super().__init__(fs, bucket_and_prefix, url)
 
-    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
-        # ETag first, then the bytes: if they changed in between, the ETag is stale and the
-        # conditional write that follows fails and is retried — never the other way round.
-        path = self._path(key)
+    def _get_object(self, key: str) -> tuple[bytes, str]:
+        """Bytes and ETag from one GET (s3fs's cat_file would send a HEAD first)."""
+        bucket, object_key, _ = self.fs.split_path(self._path(key))
+
+        async def get() -> tuple[bytes, str]:
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=object_key)
+            try:
+                return await response["Body"].read(), response["ETag"]
+            finally:
+                response["Body"].close()
+
+        return fsspec.asyn.sync(self.fs.loop, get)
+
+    def read(self, key: str) -> bytes:
         try:
-            etag = self.fs.info(path)["ETag"]
-            data = self.fs.cat_file(path)
+            return self._get_object(key)[0]
+        except FileNotFoundError:
+            raise NotFoundError(f"object {key} is missing from store {self.url}") from None
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        # Bytes and ETag of the same object version, from one response.
+        try:
+            return self._get_object(key)
         except FileNotFoundError:
             return None, None
-        return data, etag
 
     def put_if(self, key: str, data: bytes, token: str | None) -> str:
         path = self._path(key)

@@ -108,8 +108,10 @@ class Refs:
         number = numbers[-1] + 1 if numbers else 1
         while True:
             record.version = number
-            if self.store.put_create(self._version_key(record.name, number),
-                                     msgspec.json.encode(record, order="sorted")):
+            data = msgspec.json.encode(record, order="sorted")
+            # A create whose response was lost and was retried by the SDK finds its own record there.
+            if self.store.put_create(self._version_key(record.name, number), data) or \
+                    self.version_bytes(record.name, number) == data:
                 return record
             number += 1
 
