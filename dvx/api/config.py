@@ -146,6 +146,9 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     store_table = project.get("store") if isinstance(project.get("store"), dict) else {}
     project_store = store_table.get("url")
     named = _named_stores(project, project_dir)
+    if project_store:
+        # The project's own store, found by URL when it is not the active one (e.g. fetch --from it).
+        named.setdefault("", {**store_table, "url": normalise_url(_project_url(project_store, project_dir))})
 
     if store and store in named:
         url, source = named[store]["url"], f"--store option (store {store!r} of {project_dir / PROJECT_FILE})"
