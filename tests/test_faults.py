@@ -13,15 +13,21 @@ import pytest
 import dvx
 from conftest import read_tree, write_tree
 from http_proxy import FaultyProxy
-from servers import new_s3_bucket, s3_endpoint
+from server_gcs import gcs_endpoint
+from servers import new_gcs_bucket, new_s3_bucket, s3_endpoint
 
 
 def _s3_project(proxy_url: str) -> str:
     return f's3://{new_s3_bucket()}/faulty-{uuid.uuid4().hex[:6]}', {"endpoint_url": proxy_url}
 
 
+def _gcs_project(proxy_url: str) -> str:
+    return f'gs://{new_gcs_bucket()}/faulty-{uuid.uuid4().hex[:6]}', {"endpoint_url": proxy_url}
+
+
 BACKENDS = {
     "s3": (s3_endpoint, _s3_project),
+    "gcs": (gcs_endpoint, _gcs_project),
 }
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -348,14 +350,45 @@ class ChunkStore:
 
     # -- reads ---------------------------------------------------------------------------------
     def read_chunks(self, refs: Sequence[ChunkRef]) -> Iterator[bytes]:
-        """Raw bytes of `refs` in order, each decompressed within its recorded size and re-hashed."""
-        for pack_id, group in _group_reads(refs):
-            spans = _merge_spans(group)
-            blobs = self.store.read_ranges(pack_key(pack_id), [(s, e) for s, e, _ in spans])
-            for blob, (start, _end, members) in zip(blobs, spans):
-                for ref in members:
-                    payload = blob[ref.offset - start: ref.offset - start + ref.length]
-                    yield verify_chunk(ref, payload)
+        """Raw bytes of `refs` in order, each decompressed within its recorded size and re-hashed.
+
+        Reads of up to READ_BATCH bytes each; when there are several, up to `jobs` of them are in
+        flight at once (read-ahead), so one large file streams at the store's parallel speed."""
+        groups = list(_group_reads(refs))
+
+        def fetch(group: tuple[str, list[ChunkRef]]):
+            spans = _merge_spans(group[1])
+            return spans, self.store.read_ranges(pack_key(group[0]), [(s, e) for s, e, _ in spans])
+
+        if len(groups) <= 1 or self.jobs <= 1:
+            fetched: Iterator = map(fetch, groups)
+            yield from _verified(fetched)
+            return
+        with ThreadPoolExecutor(min(self.jobs, len(groups)), thread_name_prefix="dvx-read") as pool:
+            window: deque[Future] = deque()
+            pending = iter(groups)
+            for group in itertools.islice(pending, self.jobs):
+                window.append(pool.submit(fetch, group))
+
+            def in_order() -> Iterator:
+                while window:
+                    result = window.popleft().result()
+                    for group in itertools.islice(pending, 1):
+                        window.append(pool.submit(fetch, group))
+                    yield result
+
+            try:
+                yield from _verified(in_order())
+            finally:
+                for future in window:
+                    future.cancel()
+
+
+def _verified(fetched: Iterator) -> Iterator[bytes]:
+    for spans, blobs in fetched:
+        for blob, (start, _end, members) in zip(blobs, spans):
+            for ref in members:
+                yield verify_chunk(ref, blob[ref.offset - start: ref.offset - start + ref.length])
 
 
 def verify_chunk(ref: ChunkRef, payload: bytes) -> bytes:
