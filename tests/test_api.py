@@ -17,7 +17,7 @@ import pytest
 
 import dvx
 import dvx.api
-from conftest import read_tree, write_tree
+from conftest import read_tree, run_dvx, write_tree
 from dvx.api import Repo
 from dvx.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 
@@ -957,3 +957,46 @@ def test_one_add_with_a_file_where_another_source_has_a_folder_keeps_the_last(tm
     ds.add(tree, lone / "a")
     assert draft_paths(ds) == ["a"]
     assert ds.commit("ok").created
+
+
+# -- dvx.toml: named stores, per-store options, jobs --------------------------------------------------
+
+def test_named_stores_and_store_options_come_from_dvx_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """[store] options belong to the project's store; [stores.NAME] are found by name or by URL;
+    relative folder paths are relative to the project."""
+    from dvx.api.config import load_settings
+
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    (project / "dvx.toml").write_text(
+        '[store]\nurl = "s3://main/prefix"\nregion = "eu-west-1"\n\n'
+        '[stores.team]\nurl = "gs://team/dvx"\nproject = "p1"\n\n'
+        '[stores.near]\nurl = "backup"\n\n[transfer]\njobs = 6\n')
+    monkeypatch.delenv("DVX_STORE")
+    settings = load_settings(cwd=project / "sub")
+    assert settings.store_spec() == ("s3://main/prefix", {"region": "eu-west-1"})
+    assert settings.store_spec("team") == ("gs://team/dvx", {"project": "p1"})
+    assert settings.store_spec("gs://team/dvx/") == ("gs://team/dvx", {"project": "p1"})
+    assert settings.store_spec("near") == (str(project / "backup"), {})
+    assert settings.store_spec("s3://elsewhere") == ("s3://elsewhere", {})
+    assert settings.jobs == 6
+    by_name = load_settings("team", cwd=project)
+    assert (by_name.store_url, by_name.store_options) == ("gs://team/dvx", {"project": "p1"})
+    # Fetching from the project's own store while another is active keeps its options.
+    other = load_settings(str(tmp_path / "local"), cwd=project)
+    assert other.store_spec("s3://main/prefix") == ("s3://main/prefix", {"region": "eu-west-1"})
+
+
+def test_bad_store_options_and_jobs_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A misspelt option names what the backend accepts; a bad DVX_JOBS is refused (exit 2)."""
+    from dvx.fs import open_store
+
+    with pytest.raises(UsageError, match="regoin.*accepts.*region"):
+        open_store("s3://bucket/p", {"regoin": "x"})
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dvx.toml").write_text('[stores.broken]\npath = "x"\n')
+    proc = run_dvx("store", cwd=broken, check=False)
+    assert proc.returncode == 2 and "[stores.broken] needs a url" in proc.stderr
+    proc = run_dvx("store", env={"DVX_JOBS": "many"}, check=False)
+    assert proc.returncode == 2 and "jobs" in proc.stderr
