@@ -39,7 +39,12 @@ def _s3():
     def fs(endpoint: str):
         return s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True, use_listings_cache=False)
 
-    return s3_endpoint(), lambda: f"s3://{new_s3_bucket()}", fs
+    return s3_endpoint(), lambda: f"s3://{new_s3_bucket()}", fs, _via_endpoint_option
+
+
+def _via_endpoint_option(proxy_url: str) -> tuple[str, dict]:
+    """dvx reaches the proxy through dvx.toml's per-store endpoint_url."""
+    return f'endpoint_url = "{proxy_url}"\n', {}
 
 
 def _gcs():
@@ -50,20 +55,22 @@ def _gcs():
     def fs(endpoint: str):
         return gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
 
-    return gcs_endpoint(), lambda: f"gs://{new_gcs_bucket()}", fs
+    return gcs_endpoint(), lambda: f"gs://{new_gcs_bucket()}", fs, _via_endpoint_option
 
 
 def _azure():
     import adlfs
     from servers import new_azure_container
-    from server_azure import azure_endpoint
+    from server_azure import azure_endpoint, connection_string_via
 
     def fs(endpoint: str):
-        return adlfs.AzureBlobFileSystem(account_name="devstoreaccount1", account_host=None,
-                                         connection_string=os.environ["AZURE_STORAGE_CONNECTION_STRING"]
-                                         .replace(azure_endpoint(), endpoint), skip_instance_cache=True)
+        return adlfs.AzureBlobFileSystem(connection_string=connection_string_via(endpoint), skip_instance_cache=True)
 
-    return azure_endpoint(), lambda: f"az://{new_azure_container()}", fs
+    def via_connection_string(proxy_url: str) -> tuple[str, dict]:
+        # adlfs builds https:// account URLs from options: an http proxy goes in the connection string.
+        return "", {"AZURE_STORAGE_CONNECTION_STRING": connection_string_via(proxy_url)}
+
+    return azure_endpoint(), lambda: f"az://{new_azure_container()}", fs, via_connection_string
 
 
 BACKENDS = {"s3": _s3, "gcs": _gcs, "azure": _azure}
@@ -113,7 +120,7 @@ def measure(label: str, proxy: Recorder, action, data_bytes: int, rows: list) ->
 
 
 def run_backend(name: str, mib: int, small_files: int, repeat: int) -> list:
-    endpoint, new_root, sdk_fs = BACKENDS[name]()
+    endpoint, new_root, sdk_fs, configure = BACKENDS[name]()
     rows: list = []
     with Recorder(endpoint) as proxy, tempfile.TemporaryDirectory(prefix="dvx-cloud-bench-") as tmp:
         tmp_path = Path(tmp)
@@ -125,8 +132,10 @@ def run_backend(name: str, mib: int, small_files: int, repeat: int) -> list:
             root = f"{new_root()}/run-{uuid.uuid4().hex[:6]}"
             project = tmp_path / f"proj-{attempt}"
             project.mkdir()
-            (project / "dvx.toml").write_text(f'[store]\nurl = "{root}"\nendpoint_url = "{proxy.url}"\n')
+            toml_lines, env_extra = configure(proxy.url)
+            (project / "dvx.toml").write_text(f'[store]\nurl = "{root}"\n{toml_lines}')
             env = {k: v for k, v in os.environ.items() if k != "DVX_STORE"}
+            env.update(env_extra)
             env.update(DVX_STATE_DIR=str(tmp_path / f"state-{attempt}"), DVX_CACHE_DIR=str(tmp_path / f"cache-{attempt}"))
             fs = sdk_fs(proxy.url)
             base = root.split("://", 1)[1]

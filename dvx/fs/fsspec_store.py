@@ -43,11 +43,11 @@ def check_options(url: str, options: Mapping[str, Any], allowed: Iterable[str]) 
                          f"this backend accepts {', '.join(sorted(allowed))}")
 
 
-_STORE_METHODS = ("read", "read_ranges", "exists", "is_dir", "list", "info", "put_create", "read_versioned",
+STORE_METHODS = ("read", "read_ranges", "exists", "is_dir", "list", "info", "put_create", "read_versioned",
                   "put_if", "delete")
 
 
-def _as_store_errors(method):
+def as_store_errors(method):
     """SDK failures (unreachable endpoint, denied credentials, throttling that outlived the SDK's
     retries) become one StoreError naming the store, instead of a traceback."""
 
@@ -68,9 +68,9 @@ class FsspecStore(Store):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name in _STORE_METHODS:
+        for name in STORE_METHODS:
             if name in cls.__dict__:
-                setattr(cls, name, _as_store_errors(cls.__dict__[name]))
+                setattr(cls, name, as_store_errors(cls.__dict__[name]))
 
     def __init__(self, fs, root: str, url: str):
         self.fs = fs
@@ -186,5 +186,5 @@ class MemoryStore(FsspecStore):
         return xxhash.xxh3_128_hexdigest(data)
 
 
-for _name in _STORE_METHODS:
-    setattr(FsspecStore, _name, _as_store_errors(getattr(FsspecStore, _name)))
+for _name in STORE_METHODS:
+    setattr(FsspecStore, _name, as_store_errors(getattr(FsspecStore, _name)))
