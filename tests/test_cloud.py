@@ -102,3 +102,20 @@ def test_concurrent_commits_and_tag_moves_lose_nothing(cloud_store: str, tmp_pat
     assert tag.version in (1, 2, 3)
     assert len(tag.history) == 3 and tag.history[-1].to_version == tag.version
     assert sorted(e.to_version for e in tag.history) == [1, 2, 3]
+
+
+def test_wrong_azure_key_is_one_error_line_without_the_secret(tmp_path: Path):
+    """Denied credentials are a store error (exit 6) on one line, and the key never appears in it."""
+    from server_azure import azure_connection_string
+
+    container = new_azure_container()
+    wrong_key = "d3Jvbmcta2V5LWZvci10ZXN0cy1vbmx5LW5vdC1hLXJlYWwtc2VjcmV0LWF0LWFsbA=="
+    good = azure_connection_string()
+    fields = dict(part.split("=", 1) for part in good.rstrip(";").split(";"))
+    bad = good.replace(fields["AccountKey"], wrong_key)
+    env = {"DVX_STORE": f"az://{container}/x", "AZURE_STORAGE_CONNECTION_STRING": bad}
+    for args in (("store",), ("dataset", "list", "--json")):
+        proc = run_dvx(*args, env=env, check=False)
+        assert proc.returncode == 6, proc.stderr
+        assert proc.stderr.startswith("dvx: error:") and proc.stderr.count("\n") == 1, proc.stderr
+        assert wrong_key not in proc.stderr + proc.stdout
