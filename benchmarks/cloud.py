@@ -48,12 +48,12 @@ def _via_endpoint_option(proxy_url: str) -> tuple[str, dict]:
 
 
 def _gcs():
-    import gcsfs
+    import gcsfs.core  # the plain JSON-API filesystem, as dvx uses (no zonal-bucket gRPC probe)
     from servers import new_gcs_bucket
     from server_gcs import gcs_endpoint
 
     def fs(endpoint: str):
-        return gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+        return gcsfs.core.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
 
     return gcs_endpoint(), lambda: f"gs://{new_gcs_bucket()}", fs, _via_endpoint_option
 
