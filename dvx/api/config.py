@@ -54,15 +54,8 @@ class Settings:
         if name_or_url is None:
             return self.store_url, dict(self.store_options)
         if name_or_url in self.named_stores:
-            entry = self.named_stores[name_or_url]
-            return entry["url"], {k: v for k, v in entry.items() if k != "url"}
-        url = normalise_url(name_or_url)
-        if url == self.store_url:
-            return url, dict(self.store_options)
-        for entry in self.named_stores.values():
-            if entry["url"] == url:
-                return url, {k: v for k, v in entry.items() if k != "url"}
-        return url, {}
+            return _url_and_options(self.named_stores[name_or_url])
+        return _spec_for_url(normalise_url(name_or_url), self.named_stores)
 
     def never_swept(self) -> list[str]:
         """Absolute paths an `add` must never take into a dataset."""
@@ -106,6 +99,18 @@ def default_author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _url_and_options(entry: dict) -> tuple[str, dict]:
+    return entry["url"], {k: v for k, v in entry.items() if k != "url"}
+
+
+def _spec_for_url(url: str, stores: dict[str, dict]) -> tuple[str, dict]:
+    """A URL with the options dvx.toml gives it (the project's [store] first, then [stores.NAME])."""
+    for entry in stores.values():
+        if entry["url"] == url:
+            return _url_and_options(entry)
+    return url, {}
+
+
 def _project_url(url: str, project_dir: Path) -> str:
     """Relative folder paths in dvx.toml are relative to the project, not to where dvx runs."""
     if "://" not in url and not os.path.isabs(os.path.expanduser(url)):
@@ -147,8 +152,9 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     project_store = store_table.get("url")
     named = _named_stores(project, project_dir)
     if project_store:
-        # The project's own store, found by URL when it is not the active one (e.g. fetch --from it).
-        named.setdefault("", {**store_table, "url": normalise_url(_project_url(project_store, project_dir))})
+        # The project's own store, under the one key no [stores.NAME] can have, so it is found by URL
+        # (first) even when another store is active (e.g. fetch --from it).
+        named = {"": {**store_table, "url": normalise_url(_project_url(project_store, project_dir))}, **named}
 
     if store and store in named:
         url, source = named[store]["url"], f"--store option (store {store!r} of {project_dir / PROJECT_FILE})"
@@ -171,13 +177,7 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     cache_dir = Path(env.get("DVX_CACHE_DIR") or platformdirs.user_cache_dir(APP))
     cache_cfg = project.get("cache", {}) if isinstance(project.get("cache"), dict) else {}
     cache_max = parse_size(env.get("DVX_CACHE_MAX_SIZE") or cache_cfg.get("max_size") or DEFAULT_CACHE_MAX)
-    url = normalise_url(url)
-    options = {}
-    if project_store and url == normalise_url(_project_url(project_store, project_dir)):
-        options = {k: v for k, v in store_table.items() if k != "url"}
-    for entry in named.values():
-        if entry["url"] == url and not options:
-            options = {k: v for k, v in entry.items() if k != "url"}
+    url, options = _spec_for_url(normalise_url(url), named)
     jobs = _jobs(env.get("DVX_JOBS") or project.get("transfer", {}).get("jobs"))
     return Settings(
         store_url=url,
