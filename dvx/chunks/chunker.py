@@ -14,9 +14,16 @@ BLOCK_SIZE = 16 << 20
 
 
 def _buffer(size: int):
-    """A writable buffer of `size` bytes. Large ones are anonymous mappings: the kernel supplies zeroed
-    pages while `readinto` fills them, outside the GIL, instead of Python zeroing 16 MiB under it."""
-    return mmap.mmap(-1, size) if size >= 1 << 20 else bytearray(size)
+    """A writable buffer of `size` bytes. Large ones are private anonymous mappings: the kernel supplies
+    zeroed pages while `readinto` fills them, outside the GIL, instead of Python zeroing 16 MiB under it.
+    (A shared mapping would be shmem-backed, and copying out of shmem pages into the page cache cost
+    a third of all CPU time of a 1 GiB save.)"""
+    if size < 1 << 20 or not hasattr(mmap, "MAP_PRIVATE"):
+        return bytearray(size)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # 2 MiB pages: 512× fewer page faults while readinto fills it
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
 
 
 class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
