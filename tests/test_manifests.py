@@ -150,7 +150,7 @@ def test_encoding_is_canonical(tree: dict, seed: int, shuffle_seed: int):
     id_b, data_b = encode_manifest(shuffled)
     assert (id_a, data_a) == (id_b, data_b)
     doc = json.loads(data_a)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert [f["path"] for f in doc["files"]] == sorted(f.path for f in manifest.files)
     assert data_a == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -185,13 +185,72 @@ def test_hand_made_valid_document_decodes():
     assert [f.path for f in decode_manifest(stored, manifest_id).files] == ["x/y.txt", "z.bin"]
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 3, 99])
 def test_other_format_versions_are_refused(version: int):
     """A manifest with an unknown format_version is refused (IntegrityError) even with a matching id."""
     doc = _valid_doc()
     doc["format_version"] = version
     manifest_id, stored = _stored(doc)
     with pytest.raises(IntegrityError, match="format_version"):
+        decode_manifest(stored, manifest_id)
+
+
+def _as_format_1(doc: dict) -> dict:
+    """The same version written the way format 1 stored chunks: one [id, pack, offset, stored, raw, codec] row each."""
+    ends: dict[int, int] = {}
+    for entry in doc["files"]:
+        columns = entry.pop("chunks", None)
+        if columns is None:
+            continue
+        rows = []
+        for i, pack in enumerate(columns["packs"]):
+            offset = ends.get(pack, 0) + columns["offsets"][i]
+            ends[pack] = offset + columns["lengths"][i]
+            rows.append([columns["ids"][32 * i:32 * i + 32], pack, offset, columns["lengths"][i],
+                         columns["sizes"][i], columns["codecs"][i]])
+        entry["chunks"] = rows
+    doc["format_version"] = 1
+    return doc
+
+
+def test_format_1_manifests_still_decode():
+    """Manifests written by dvx before format 2 (chunk rows instead of columns) read back the same."""
+    manifest = synthetic_manifest(["x/y.txt", "z.bin", "z2.bin"], 3, links=False)
+    manifest_id, data = encode_manifest(manifest)
+    current = decode_manifest(compress_manifest(data), manifest_id)
+    old_id, old_stored = _stored(_as_format_1(json.loads(data)))
+    old = decode_manifest(old_stored, old_id)
+    assert [msgspec.to_builtins(f) for f in old.files] == [msgspec.to_builtins(f) for f in current.files]
+
+
+def test_chunks_written_back_to_back_cost_a_zero_offset():
+    """Offsets are stored as deltas from the previous chunk's end in the same pack, across files."""
+    pack = "ab" * 16
+    files = [FileEntry(path=f"f{i}", size=10, digest=f"{i:032x}",
+                       chunks=[ChunkRef(f"{i:032x}", pack, 100 + 4 * i, 4, 10, 1)]) for i in range(3)]
+    manifest = synthetic_manifest(["unused"], 1, links=False)
+    manifest = msgspec.structs.replace(manifest, files=files)
+    manifest_id, data = encode_manifest(manifest)
+    assert [f["chunks"]["offsets"] for f in json.loads(data)["files"]] == [[100], [0], [0]]
+    decoded = decode_manifest(compress_manifest(data), manifest_id)
+    assert [f.chunks[0].offset for f in decoded.files] == [100, 104, 108]
+
+
+@pytest.mark.parametrize("damage", ["short_ids", "short_column", "bad_pack", "negative_offset"])
+def test_malformed_chunk_columns_are_refused(damage: str):
+    """Columns of different lengths, unknown packs or offsets before the pack start are IntegrityErrors."""
+    doc = _valid_doc()
+    columns = next(f["chunks"] for f in doc["files"] if f.get("chunks"))
+    if damage == "short_ids":
+        columns["ids"] = columns["ids"][:-1]
+    elif damage == "short_column":
+        columns["sizes"].pop()
+    elif damage == "bad_pack":
+        columns["packs"][0] = len(doc["packs"])
+    else:
+        columns["offsets"][0] = -1 - 10**12
+    manifest_id, stored = _stored(doc)
+    with pytest.raises(IntegrityError):
         decode_manifest(stored, manifest_id)
 
 
