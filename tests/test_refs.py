@@ -175,3 +175,50 @@ def test_concurrent_tag_moves_lose_no_history(tmp_path: Path):
         previous = event.to_version
     assert record.version == previous
     assert {e.by for e in record.history} <= {"writer0", "writer1", "writer2"}
+
+
+def test_model_aliases_move_without_force_unless_protected():
+    """Model aliases live in their own folder, move freely (`move=True`), and once protected need force
+    to move or delete; every change is in the history."""
+    store = open_store(f"memory://{uuid.uuid4().hex}")
+    refs = Refs(store, "model")
+    v1, v2, v3 = (refs.allocate(_record("m")) for _ in range(3))
+    refs.set_tag("m", "production", v1, by="a", move=True)
+    refs.set_tag("m", "production", v2, by="b", move=True, protect=True, message="ship it")
+    assert store.list("refs/models/m/aliases") == ["production.json"]
+    with pytest.raises(ConflictError, match="protected"):
+        refs.set_tag("m", "production", v3, by="c", move=True)
+    with pytest.raises(ConflictError, match="protected"):
+        refs.set_tag("m", "production", None, by="c")
+    record = refs.set_tag("m", "production", v3, by="c", move=True, force=True)
+    assert record.version == 3 and record.protected
+    record = refs.set_tag("m", "production", v3, by="d", protect=False)
+    assert not record.protected
+    assert [(e.action, e.from_version, e.to_version, e.by) for e in record.history] == [
+        ("set", None, 1, "a"), ("move", 1, 2, "b"), ("move", 2, 3, "c"), ("unprotect", 3, 3, "d")]
+    assert record.history[1].message == "ship it"
+    assert refs.resolve(parse_ref("m@production")).version == 3
+
+
+def test_annotations_update_by_compare_and_swap_with_history():
+    """Annotations start empty, change through a function that reports what it did (nothing → no write),
+    and keep each change; the version's content id is untouched."""
+    store = open_store(f"memory://{uuid.uuid4().hex}")
+    refs = Refs(store, "model")
+    version = refs.allocate(_record("m"))
+    assert refs.get_annotations("m", 1).metrics == {}
+
+    def add_metric(record):
+        record.metrics["accuracy"] = 0.91
+        record.tags.append("candidate")
+        return {"metrics": {"accuracy": 0.91}, "tags_added": ["candidate"]}
+
+    refs.update_annotations("m", 1, add_metric, by="ada")
+    refs.update_annotations("m", 1, lambda record: {}, by="bob")
+    stored = refs.get_annotations("m", 1)
+    assert stored.metrics == {"accuracy": 0.91} and stored.tags == ["candidate"]
+    assert [(e.by, e.changes) for e in stored.history] == [("ada", {"metrics": {"accuracy": 0.91},
+                                                                    "tags_added": ["candidate"]})]
+    assert refs.get_version("m", 1).manifest == version.manifest
+    with pytest.raises(NotFoundError):
+        refs.update_annotations("m", 2, add_metric, by="ada")

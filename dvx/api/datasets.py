@@ -44,6 +44,9 @@ class DraftState(msgspec.Struct, kw_only=True):
     message: str = ""
     created: str
     metadata: dict = {}
+    # Lineage beyond parents (a model's training data): manifest ids and the refs given.
+    inputs: list[str] = []
+    input_refs: list[str] = []
     # The draft is its parents' merged files plus these edits (small even for huge datasets).
     changed: list[FileEntry] = []
     removed: list[str] = []
@@ -56,7 +59,8 @@ _decoder = msgspec.msgpack.Decoder(DraftState)
 def version_from_record(record: VersionRecord, tags: Iterable[str] = (), kind: str = "dataset") -> Version:
     return Version(name=record.name, version=record.version, id=record.manifest, created=record.created,
                    author=record.author, message=record.message, files=record.files, bytes=record.bytes,
-                   parents=list(record.parent_refs), parent_ids=list(record.parents), tags=sorted(tags), kind=kind)
+                   parents=list(record.parent_refs), parent_ids=list(record.parents), tags=sorted(tags), kind=kind,
+                   inputs=list(record.inputs), input_refs=list(record.input_refs), new_bytes=record.new_bytes)
 
 
 class Drafts:
@@ -199,8 +203,10 @@ class Dataset:
     @classmethod
     def create(cls, name: str, parents: Sequence[str] | None = None, message: str = "", *,
                store: str | None = None, repo: Repo | None = None, kind: str = "dataset",
-               replace: bool = False, metadata: dict | None = None) -> Dataset:
-        """Open a draft of `name`. Parents default to the name's latest version; give several to merge."""
+               replace: bool = False, metadata: dict | None = None,
+               inputs: Sequence[str] = ()) -> Dataset:
+        """Open a draft of `name`. Parents default to the name's latest version; give several to merge.
+        `inputs` are dataset refs the new version is made from (recorded by id for lineage)."""
         repo = repo or Repo(store=store)
         check_name(name)
         draft = cls(repo, name, kind)
@@ -210,6 +216,7 @@ class Dataset:
             records = [latest] if latest else []
         else:
             records = [repo.resolve(_with_default_name(p, name), kind) for p in parents]
+        input_records = [repo.resolve(ref, "dataset") for ref in inputs]
         with draft.drafts.locked(name):
             if draft.drafts.exists(name) and not replace:
                 raise ConflictError(
@@ -218,7 +225,8 @@ class Dataset:
             repo.chunk_store(create=True)
             state = DraftState(kind=kind, name=name, store_url=repo.settings.store_url,
                                parents=[r.manifest for r in records], parent_refs=[r.ref for r in records],
-                               message=message, created=now_iso(), metadata=dict(metadata or {}))
+                               message=message, created=now_iso(), metadata=dict(metadata or {}),
+                               inputs=[r.manifest for r in input_records], input_refs=[r.ref for r in input_records])
             draft.drafts.save(state)
             draft.drafts.set_current(name)
         return draft
@@ -407,16 +415,17 @@ class Dataset:
                                 metadata=state.metadata, files=list(files.values()))
             if tags:
                 self._check_tags(None, tags, force_tags)
+            parent_chunks = {c.id for f in base.values() for c in f.chunks}
+            new_chunks = {c.id: c.length for f in files.values() for c in f.chunks if c.id not in parent_chunks}
             manifest_id = repo.write_manifest(manifest)
             record = refs.allocate(VersionRecord(
                 name=self.name, version=0, manifest=manifest_id, created=manifest.created,
                 author=manifest.author, message=manifest.message, files=len(manifest.files),
-                bytes=manifest.total_size, parents=state.parents, parent_refs=state.parent_refs))
+                bytes=manifest.total_size, parents=state.parents, parent_refs=state.parent_refs,
+                inputs=state.inputs, input_refs=state.input_refs, new_bytes=sum(new_chunks.values())))
             self._apply_tags(record, tags, force_tags)
             self.drafts.delete(self.name)
-        parent_chunks = {c.id for f in base.values() for c in f.chunks}
-        new_chunks = {c.id: c.length for f in files.values() for c in f.chunks if c.id not in parent_chunks}
-        return CommitResult(self._version(record), created=True, stored_bytes=sum(new_chunks.values()))
+        return CommitResult(self._version(record), created=True, stored_bytes=record.new_bytes)
 
     def _check_tags(self, record: VersionRecord | None, tags: Sequence[str], force: bool) -> None:
         refs = self.repo.refs(self.kind)

@@ -19,6 +19,9 @@ class Version:
     parent_ids: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     kind: str = "dataset"
+    inputs: list[str] = field(default_factory=list)  # manifest ids of the datasets it was made from
+    input_refs: list[str] = field(default_factory=list)  # the same as NAME@vN
+    new_bytes: int | None = None  # stored bytes its parents did not have (None: recorded before dvx kept it)
 
     @property
     def ref(self) -> str:

@@ -1,12 +1,17 @@
-"""Refs on the store: numbered versions (allocated by create-only writes) and tags (moved by CAS).
+"""Refs on the store: numbered versions (allocated by create-only writes), movable pointers (dataset
+tags, model aliases) and per-version annotations (moved / updated by CAS, keeping their history).
 
-    refs/<kind>/<quoted name>/versions/<n, 10 digits>.json   create-only, one per version
-    refs/<kind>/<quoted name>/tags/<tag>.json                compare-and-swap, keeps its history
+    refs/<kind>/<quoted name>/versions/<n, 10 digits>.json      create-only, one per version
+    refs/datasets/<quoted name>/tags/<tag>.json                  compare-and-swap, keeps its history
+    refs/models/<quoted name>/aliases/<alias>.json               the same, for models
+    refs/<kind>/<quoted name>/annotations/<n, 10 digits>.json   compare-and-swap: tags, metrics, params, metadata
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import quote, unquote
 
 import msgspec
@@ -18,6 +23,9 @@ from dvx.refs.names import ID_PREFIX_RE, Ref, check_name, check_tag
 FORMAT_VERSION = 1
 _CAS_ATTEMPTS = 50
 KIND_FOLDERS = {"dataset": "datasets", "model": "models"}
+# What a movable name pointing at one version is called, per kind (and its folder).
+POINTER_WORDS = {"dataset": "tag", "model": "alias"}
+_POINTER_FOLDERS = {"dataset": "tags", "model": "aliases"}
 
 
 def now_iso() -> str:
@@ -36,6 +44,12 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     bytes: int = 0
     parents: list[str] = []
     parent_refs: list[str] = []
+    # Lineage beyond parents: manifest ids of the versions this one was made from (a model's training
+    # datasets), with their refs as written at the time.
+    inputs: list[str] = []
+    input_refs: list[str] = []
+    # Stored (compressed) bytes of chunks that none of the parents has: what this version added.
+    new_bytes: int | None = None
 
     @property
     def ref(self) -> str:
@@ -57,6 +71,24 @@ class TagRecord(msgspec.Struct, kw_only=True):
     version: int | None  # None once deleted (history is kept)
     manifest: str | None
     history: list[TagEvent] = []
+    protected: bool = False  # moving or deleting it needs force
+
+
+class AnnotationEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    at: str
+    by: str
+    changes: dict[str, Any]  # {"metrics": {...}, "tags_added": [...], ...}: what this update did
+
+
+class Annotations(msgspec.Struct, kw_only=True):
+    """What may change about a version without changing its content id."""
+
+    format_version: int = FORMAT_VERSION
+    tags: list[str] = []
+    metrics: dict[str, float] = {}
+    params: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    history: list[AnnotationEvent] = []
 
 
 class Refs:
@@ -66,6 +98,8 @@ class Refs:
         self.store = store
         self.kind = kind
         self._root = f"refs/{KIND_FOLDERS[kind]}"
+        self.pointer_word = POINTER_WORDS[kind]
+        self._pointers = _POINTER_FOLDERS[kind]
 
     def _name_dir(self, name: str) -> str:
         return f"{self._root}/{quote(check_name(name), safe='')}"
@@ -74,7 +108,10 @@ class Refs:
         return f"{self._name_dir(name)}/versions/{number:010d}.json"
 
     def _tag_key(self, name: str, tag: str) -> str:
-        return f"{self._name_dir(name)}/tags/{tag}.json"
+        return f"{self._name_dir(name)}/{self._pointers}/{tag}.json"
+
+    def _annotations_key(self, name: str, number: int) -> str:
+        return f"{self._name_dir(name)}/annotations/{number:010d}.json"
 
     # -- versions ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -137,7 +174,7 @@ class Refs:
 
     # -- tags ----------------------------------------------------------------------------------
     def tag_names(self, name: str) -> list[str]:
-        return sorted(t.removesuffix(".json") for t in self.store.list(f"{self._name_dir(name)}/tags")
+        return sorted(t.removesuffix(".json") for t in self.store.list(f"{self._name_dir(name)}/{self._pointers}")
                       if t.endswith(".json"))
 
     def get_tag(self, name: str, tag: str) -> TagRecord | None:
@@ -153,36 +190,73 @@ class Refs:
         return out
 
     def set_tag(self, name: str, tag: str, target: VersionRecord | None, *, by: str, force: bool = False,
-                message: str = "") -> TagRecord:
-        """Point `tag` at `target` (None deletes it) by compare-and-swap, appending to its history."""
+                message: str = "", move: bool = False, protect: bool | None = None) -> TagRecord:
+        """Point `tag` at `target` (None deletes it) by compare-and-swap, appending to its history.
+
+        Moving a tag that points elsewhere needs `force`, unless `move` (model aliases move by design);
+        a protected one always needs `force`. `protect` sets or clears the protection."""
         check_tag(tag)
+        word = self.pointer_word
         key = self._tag_key(name, tag)
         for _ in range(_CAS_ATTEMPTS):
             data, token = self.store.read_versioned(key)
             record = msgspec.json.decode(data, type=TagRecord) if data else TagRecord(tag=tag, version=None,
                                                                                       manifest=None)
             current = record.version
+            if record.protected and not force and (target is None or current not in (None, target.version)):
+                raise ConflictError(f"{word} {tag!r} of {name} is protected (at {name}@v{current}); "
+                                    f"use --force to {'delete' if target is None else 'move'} it")
             if target is None:
                 if current is None:
-                    raise NotFoundError(f"tag {tag!r} of {name} does not exist")
+                    raise NotFoundError(f"{word} {tag!r} of {name} does not exist")
                 event = TagEvent(at=now_iso(), by=by, action="delete", from_version=current, message=message)
                 record.version, record.manifest = None, None
             else:
-                if current == target.version:
+                if current == target.version and (protect is None or protect == record.protected):
                     return record
-                if current is not None and not force:
+                if current not in (None, target.version) and not (force or move):
                     raise ConflictError(
-                        f"tag {tag!r} already points at {name}@v{current}; use --force to move it")
-                event = TagEvent(at=now_iso(), by=by, action="move" if current else "set",
-                                 to_version=target.version, from_version=current, message=message)
+                        f"{word} {tag!r} already points at {name}@v{current}; use --force to move it")
+                action = "set" if current is None else ("move" if current != target.version else "protect")
+                event = TagEvent(at=now_iso(), by=by, action=action, to_version=target.version,
+                                 from_version=current, message=message)
                 record.version, record.manifest = target.version, target.manifest
+            if protect is not None and protect != record.protected:
+                record.protected = protect
+                if event.action == "protect" and not protect:
+                    event.action = "unprotect"
             record.history.append(event)
             try:
                 self.store.put_if(key, msgspec.json.encode(record, order="sorted"), token)
                 return record
             except PreconditionFailed:
                 continue
-        raise ConflictError(f"tag {tag!r} of {name} keeps changing under concurrent writers; try again")
+        raise ConflictError(f"{word} {tag!r} of {name} keeps changing under concurrent writers; try again")
+
+    # -- annotations ---------------------------------------------------------------------------
+    def get_annotations(self, name: str, number: int) -> Annotations:
+        data, _ = self.store.read_versioned(self._annotations_key(name, number))
+        return Annotations() if data is None else msgspec.json.decode(data, type=Annotations)
+
+    def update_annotations(self, name: str, number: int, change: Callable[[Annotations], dict[str, Any]], *,
+                           by: str) -> Annotations:
+        """Apply `change` (which edits the record in place and returns a summary of what it did, {} for
+        nothing) by compare-and-swap, retrying on concurrent updates; the summary joins the history."""
+        self.get_version(name, number)  # the version must exist
+        key = self._annotations_key(name, number)
+        for _ in range(_CAS_ATTEMPTS):
+            data, token = self.store.read_versioned(key)
+            record = Annotations() if data is None else msgspec.json.decode(data, type=Annotations)
+            summary = change(record)
+            if not summary:
+                return record
+            record.history.append(AnnotationEvent(at=now_iso(), by=by, changes=summary))
+            try:
+                self.store.put_if(key, msgspec.json.encode(record, order="sorted"), token)
+                return record
+            except PreconditionFailed:
+                continue
+        raise ConflictError(f"annotations of {name}@v{number} keep changing under concurrent writers; try again")
 
     # -- resolution ----------------------------------------------------------------------------
     def resolve(self, ref: Ref) -> VersionRecord:
