@@ -5,11 +5,20 @@
     ds = dvx.Dataset.create("cifar")
     ds.add("images/", to="train/")
     version = ds.commit("add images")               # version.ref == "cifar@v4"
+    dvx.Model.register("resnet", "ckpt/", datasets=["cifar@v4"], metrics={"acc": 0.93}, aliases=["staging"])
+    weights = dvx.Model.get("resnet@production").path
 """
 
-from dvx.errors import ConflictError, DvxError, IntegrityError, NotFoundError, StoreError, UsageError
+from dvx.errors import (
+    ConflictError,
+    DvxError,
+    IntegrityError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 
-_API = {"Dataset", "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push",
+_API = {"Dataset", "Model", "ModelVersion", "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push",
         "show", "store_info", "tag", "version"}
 
 
@@ -24,7 +33,7 @@ def __getattr__(name: str):
 
 __version__ = "0.1.0"
 __all__ = [
-    "ConflictError", "Dataset", "DvxError", "IntegrityError", "NotFoundError", "StoreError", "UsageError",
-    "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show",
+    "ConflictError", "Dataset", "DvxError", "IntegrityError", "Model", "ModelVersion", "NotFoundError", "StoreError",
+    "UsageError", "Version", "datasets", "diff", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show",
     "store_info", "tag", "version",
 ]

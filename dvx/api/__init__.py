@@ -11,13 +11,15 @@ from pathlib import Path
 from dvx.api.config import Settings, init_project, load_settings
 from dvx.api.datasets import Dataset, Drafts
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
+from dvx.api.models import FetchedModel, Model, ModelVersion
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.api.transfer import TransferResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
-    "AddResult", "Change", "CommitResult", "Dataset", "FileInfo", "Repo", "Version", "datasets", "diff",
+    "AddResult", "Change", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "Model", "ModelVersion", "Repo",
+    "Version", "datasets", "diff",
     "drafts", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show", "store_info", "summarise", "tag", "version",
 ]
 

@@ -19,13 +19,13 @@ from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.locks import FileLock
 from dvx.manifests import (
-    folders_of,
     CachedContent,
     Change,
     FileEntry,
     Manifest,
     ScannedFile,
     diff_files,
+    folders_of,
     scan,
     validate_path,
 )
@@ -287,7 +287,7 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             files = self.files(state, base)
-            entries, result = self._store_files(list(scanned.values()), files, progress, started)
+            entries, result = store_scanned(self.repo, list(scanned.values()), files, progress, started)
             _put_all(files, entries)
             self._save_files(state, base, files)
         return result
@@ -303,7 +303,7 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             before = self.files(state, base)
-            entries, _ = self._store_files(scanned, before, progress, started)
+            entries, _ = store_scanned(self.repo, scanned, before, progress, started)
             after = {e.path: e for e in entries}
             self._save_files(state, base, after)
         return diff_files(before, after)
@@ -323,60 +323,6 @@ class Dataset:
                 del files[path]
             self._save_files(state, base, files)
         return removed
-
-    def _store_files(self, scanned: list[ScannedFile], known: dict[str, FileEntry],
-                     progress: ProgressFactory, scanned_at: float) -> tuple[list[FileEntry], AddResult]:
-        """FileEntries for scanned files: reused when the stat cache says unchanged, else read and stored.
-
-        `known` (the draft's current files) lets an unchanged file reuse its entry without decoding
-        the cached chunk list."""
-        repo = self.repo
-        chunk_store = repo.chunk_store(create=True)
-        cache = repo.stat_cache()
-        hits = cache.lookup(scanned)
-        entries: dict[str, FileEntry] = {}
-        pack_alive: dict[str, bool] = {}
-        to_read: list[ScannedFile] = []
-        for f in scanned:
-            if f.link is not None:
-                entries[f.path] = FileEntry(path=f.path, link=f.link)
-                continue
-            hit = hits.get(f.local)
-            if hit is None:
-                to_read.append(f)
-                continue
-            current = known.get(f.path)
-            if current is not None and current.digest == hit.digest and current.size == hit.size \
-                    and current.link is None:
-                entries[f.path] = current if current.executable == f.executable else FileEntry(
-                    path=f.path, size=current.size, digest=current.digest, executable=f.executable,
-                    chunks=current.chunks)
-                continue
-            chunks = hit.chunks()
-            for ref in chunks:
-                if ref.pack not in pack_alive:
-                    pack_alive[ref.pack] = repo.store.exists(pack_key(ref.pack))
-            if all(pack_alive[c.pack] for c in chunks):
-                entries[f.path] = FileEntry(path=f.path, size=hit.size, digest=hit.digest,
-                                            executable=f.executable, chunks=chunks)
-            else:
-                to_read.append(f)
-        result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
-        if to_read:
-            total = sum(f.size for f in to_read)
-            with progress(f"storing {len(to_read)} files", total) as advance:
-                ingested, writer = chunk_store.ingest(((f, f.local) for f in to_read), progress=advance)
-            fresh = []
-            for item in ingested:
-                f = item.source
-                entries[f.path] = FileEntry(path=f.path, size=item.size, digest=item.digest,
-                                            executable=f.executable, chunks=item.chunks)
-                fresh.append((f, CachedContent(item.size, item.digest, item.chunks)))
-            cache.record(fresh, since=scanned_at)
-            result.read_files, result.read_bytes = len(to_read), total
-            result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
-        result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(to_read)
-        return [entries[f.path] for f in scanned], result
 
     def status(self) -> list[Change]:
         state = self.state()
@@ -415,14 +361,7 @@ class Dataset:
                                 metadata=state.metadata, files=list(files.values()))
             if tags:
                 self._check_tags(None, tags, force_tags)
-            parent_chunks = {c.id for f in base.values() for c in f.chunks}
-            new_chunks = {c.id: c.length for f in files.values() for c in f.chunks if c.id not in parent_chunks}
-            manifest_id = repo.write_manifest(manifest)
-            record = refs.allocate(VersionRecord(
-                name=self.name, version=0, manifest=manifest_id, created=manifest.created,
-                author=manifest.author, message=manifest.message, files=len(manifest.files),
-                bytes=manifest.total_size, parents=state.parents, parent_refs=state.parent_refs,
-                inputs=state.inputs, input_refs=state.input_refs, new_bytes=sum(new_chunks.values())))
+            record = write_version(repo, manifest, base, state.parent_refs, state.inputs, state.input_refs)
             self._apply_tags(record, tags, force_tags)
             self.drafts.delete(self.name)
         return CommitResult(self._version(record), created=True, stored_bytes=record.new_bytes)
@@ -444,6 +383,73 @@ class Dataset:
     def _version(self, record: VersionRecord) -> Version:
         tags = [t for t, r in self.repo.refs(self.kind).tags(self.name).items() if r.version == record.version]
         return version_from_record(record, tags, self.kind)
+
+
+def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileEntry],
+                  progress: ProgressFactory, scanned_at: float) -> tuple[list[FileEntry], AddResult]:
+    """FileEntries for scanned files: reused when the stat cache says unchanged, else read and stored.
+
+    `known` (the current files, e.g. a draft's) lets an unchanged file reuse its entry without decoding
+    the cached chunk list."""
+    chunk_store = repo.chunk_store(create=True)
+    cache = repo.stat_cache()
+    hits = cache.lookup(scanned)
+    entries: dict[str, FileEntry] = {}
+    pack_alive: dict[str, bool] = {}
+    to_read: list[ScannedFile] = []
+    for f in scanned:
+        if f.link is not None:
+            entries[f.path] = FileEntry(path=f.path, link=f.link)
+            continue
+        hit = hits.get(f.local)
+        if hit is None:
+            to_read.append(f)
+            continue
+        current = known.get(f.path)
+        if current is not None and current.digest == hit.digest and current.size == hit.size \
+                and current.link is None:
+            entries[f.path] = current if current.executable == f.executable else FileEntry(
+                path=f.path, size=current.size, digest=current.digest, executable=f.executable,
+                chunks=current.chunks)
+            continue
+        chunks = hit.chunks()
+        for ref in chunks:
+            if ref.pack not in pack_alive:
+                pack_alive[ref.pack] = repo.store.exists(pack_key(ref.pack))
+        if all(pack_alive[c.pack] for c in chunks):
+            entries[f.path] = FileEntry(path=f.path, size=hit.size, digest=hit.digest,
+                                        executable=f.executable, chunks=chunks)
+        else:
+            to_read.append(f)
+    result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
+    if to_read:
+        total = sum(f.size for f in to_read)
+        with progress(f"storing {len(to_read)} files", total) as advance:
+            ingested, writer = chunk_store.ingest(((f, f.local) for f in to_read), progress=advance)
+        fresh = []
+        for item in ingested:
+            f = item.source
+            entries[f.path] = FileEntry(path=f.path, size=item.size, digest=item.digest,
+                                        executable=f.executable, chunks=item.chunks)
+            fresh.append((f, CachedContent(item.size, item.digest, item.chunks)))
+        cache.record(fresh, since=scanned_at)
+        result.read_files, result.read_bytes = len(to_read), total
+        result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
+    result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(to_read)
+    return [entries[f.path] for f in scanned], result
+
+
+def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], parent_refs: Sequence[str],
+                  inputs: Sequence[str] = (), input_refs: Sequence[str] = ()) -> VersionRecord:
+    """Store the manifest, then claim the next version number of its name (BRIEF §4 order)."""
+    parent_chunks = {c.id for f in base.values() for c in f.chunks}
+    new_chunks = {c.id: c.length for f in manifest.files for c in f.chunks if c.id not in parent_chunks}
+    manifest_id = repo.write_manifest(manifest)
+    return repo.refs(manifest.kind).allocate(VersionRecord(
+        name=manifest.name, version=0, manifest=manifest_id, created=manifest.created,
+        author=manifest.author, message=manifest.message, files=len(manifest.files),
+        bytes=manifest.total_size, parents=list(manifest.parents), parent_refs=list(parent_refs),
+        inputs=list(inputs), input_refs=list(input_refs), new_bytes=sum(new_chunks.values())))
 
 
 def _with_default_name(ref: str, name: str) -> str:

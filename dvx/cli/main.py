@@ -9,6 +9,7 @@ import click
 from dvx.cli import commands
 from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
+from dvx.cli.model import model_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +25,7 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 
 
 cli.add_command(dataset_group)
+cli.add_command(model_group)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):
     cli.add_command(command)
