@@ -119,3 +119,43 @@ def test_wrong_azure_key_is_one_error_line_without_the_secret(tmp_path: Path):
         assert proc.returncode == 6, proc.stderr
         assert proc.stderr.startswith("dvx: error:") and proc.stderr.count("\n") == 1, proc.stderr
         assert wrong_key not in proc.stderr + proc.stdout
+
+
+_ALIAS_MOVER = """
+set -e
+for i in 1 2 3; do dvx model alias "m@v$(( ($1 + i) % 2 + 1 ))" production -m "mover $1"; done
+"""
+
+
+def test_model_registry_on_a_cloud_store(cloud_store: str, tmp_path: Path):
+    """Register with lineage and metrics, protect and move aliases, update metrics, get by alias — and
+    three processes moving one alias leave a single history chain — on each backend."""
+    data = write_tree(tmp_path / "data", {"t.csv": "x\n1\n"})
+    run_dvx("dataset", "create", "d")
+    run_dvx("dataset", "add", str(data))
+    run_dvx("dataset", "commit")
+    ckpt = write_tree(tmp_path / "ckpt", {"w.bin": os.urandom(50_000), "cfg.json": "{}"})
+    run_dvx("model", "register", "m", str(ckpt), "--dataset", "d@v1", "--metric", "acc=0.8", "--alias", "staging")
+    (ckpt / "w.bin").write_bytes(os.urandom(50_000))
+    run_dvx("model", "register", "m", str(ckpt), "--metric", "acc=0.9")
+    run_dvx("model", "alias", "m@v2", "production", "--protect")
+    assert run_dvx("model", "alias", "m@v1", "production", check=False).returncode == 4
+    run_dvx("model", "set", "m@v1", "--metric", "acc=0.95")
+    assert dvx.Model.best("m", "acc").version == 1
+    assert (dvx.Model.get("m@production").path / "w.bin").read_bytes() == (ckpt / "w.bin").read_bytes()
+    assert [v.ref for v in dvx.Model.list(alias="staging")] == ["m@v1"]
+    assert dvx.Model.version("m@v1").input_refs == ["d@v1"]
+    run_dvx("model", "alias", "m@v2", "production", "--unprotect")
+    env = dict(os.environ, PATH=f"{Path(dvx_executable()).parent}{os.pathsep}{os.environ['PATH']}")
+    movers = [subprocess.Popen(["bash", "-c", _ALIAS_MOVER, "-", str(n)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for n in range(3)]
+    for proc in movers:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    _, aliases = dvx.Model.log("m")
+    production = next(a for a in aliases if a.alias == "production")
+    previous = None
+    for event in production.history:
+        assert event.from_version == previous
+        previous = event.to_version
+    assert production.version == previous
