@@ -10,6 +10,8 @@ from pathlib import Path
 
 from dvx.api.config import Settings, init_project, load_settings
 from dvx.api.datasets import Dataset, Drafts
+# Imported here, before `def lineage` below rebinds the name: see that function.
+from dvx.api.lineage import LineageEdge, LineageGraph, LineageNode
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
 from dvx.api.models import FetchedModel, Model, ModelVersion
 from dvx.api.progress import ProgressFactory, no_progress
@@ -18,9 +20,9 @@ from dvx.api.transfer import TransferResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
-    "AddResult", "Change", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "Model", "ModelVersion", "Repo",
-    "Version", "datasets", "diff",
-    "drafts", "fetch", "files", "get", "init", "log", "ls", "open", "push", "show", "store_info", "summarise", "tag", "version",
+    "AddResult", "Change", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
+    "LineageNode", "Model", "ModelVersion", "Repo", "Version", "datasets", "diff",
+    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "push", "show", "store_info", "summarise", "tag", "version",
 ]
 
 
@@ -121,6 +123,21 @@ def _transfer(refs, store, other, *, push, force_tags, jobs, progress) -> Transf
     finally:
         here.close()
         there.close()
+
+
+def lineage(ref: str, kind: str | None = None, *, upstream: bool = True, downstream: bool = True,
+            depth: int | None = None, store: str | None = None) -> LineageGraph:
+    """The versions `ref` was made from (upstream) and the versions made from it (downstream).
+
+    (This function shadows the `dvx.api.lineage` module attribute; the module was imported above, so
+    `from dvx.api.lineage import …` keeps working.)"""
+    from dvx.api.lineage import lineage as build
+
+    repo = Repo(store=store)
+    try:
+        return build(repo, ref, kind, upstream=upstream, downstream=downstream, depth=depth)
+    finally:
+        repo.close()
 
 
 def init(folder: str | os.PathLike[str] = ".", store: str | None = None) -> Path:

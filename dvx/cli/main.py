@@ -9,6 +9,7 @@ import click
 from dvx.cli import commands
 from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
+from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
 
 
@@ -26,6 +27,7 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 
 cli.add_command(dataset_group)
 cli.add_command(model_group)
+cli.add_command(lineage)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):
     cli.add_command(command)
