@@ -19,7 +19,8 @@ from dvx.errors import (
 )
 
 _API = {"Dataset", "Model", "ModelVersion", "Version", "datasets", "diff", "fetch", "files", "get", "init",
-        "lineage", "log", "ls", "open", "push", "show", "store_info", "tag", "version"}
+        "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "tag",
+        "version"}
 
 
 def __getattr__(name: str):
@@ -34,6 +35,6 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 __all__ = [
     "ConflictError", "Dataset", "DvxError", "IntegrityError", "Model", "ModelVersion", "NotFoundError", "StoreError",
-    "UsageError", "Version", "datasets", "diff", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "push", "show",
+    "UsageError", "Version", "datasets", "diff", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status",
     "store_info", "tag", "version",
 ]

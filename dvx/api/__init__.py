@@ -14,15 +14,17 @@ from dvx.api.datasets import Dataset, Drafts
 from dvx.api.lineage import LineageEdge, LineageGraph, LineageNode
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
 from dvx.api.models import FetchedModel, Model, ModelVersion
+from dvx.api.pins import Pin, load_pins
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.api.transfer import TransferResult
+from dvx.api.workspace import PinStatus, PullResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
     "AddResult", "Change", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
-    "LineageNode", "Model", "ModelVersion", "Repo", "Version", "datasets", "diff",
-    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "push", "show", "store_info", "summarise", "tag", "version",
+    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "PullResult", "Repo", "Version", "datasets", "diff",
+    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "version",
 ]
 
 
@@ -67,7 +69,7 @@ def files(ref: str, glob: Sequence[str] | str | None = None, part: tuple[int, in
 
 def version(ref: str, *, store: str | None = None) -> Version:
     repo = Repo(store=store)
-    return _reading().version_of(repo, repo.resolve(ref))
+    return _reading().version_of(repo, _reading().resolve_record(repo, ref))
 
 
 def ls(ref: str, path: str = "", recursive: bool = False, *, store: str | None = None) -> builtins.list[dict]:
@@ -136,6 +138,45 @@ def lineage(ref: str, kind: str | None = None, *, upstream: bool = True, downstr
     repo = Repo(store=store)
     try:
         return build(repo, ref, kind, upstream=upstream, downstream=downstream, depth=depth)
+    finally:
+        repo.close()
+
+
+def pin(ref: str, kind: str = "dataset", path: str | None = None, *, store: str | None = None) -> Pin:
+    """Resolve `ref` (e.g. an alias) once and pin that exact version in the project's dvx.toml."""
+    from dvx.api.pins import pin as write_pin
+
+    repo = Repo(store=store)
+    try:
+        return write_pin(repo, ref, kind, path)
+    finally:
+        repo.close()
+
+
+def pins(*, store: str | None = None) -> builtins.list[Pin]:
+    """The project's pins (empty outside a project)."""
+    return load_pins(load_settings(store))
+
+
+def pull(names: Sequence[str] = (), *, store: str | None = None,
+         progress: ProgressFactory = no_progress) -> builtins.list[PullResult]:
+    """Materialise the project's pins (or those named) into their folders."""
+    from dvx.api import workspace
+
+    repo = Repo(store=store)
+    try:
+        return workspace.pull(repo, names, progress=progress)
+    finally:
+        repo.close()
+
+
+def status(names: Sequence[str] = (), *, store: str | None = None) -> builtins.list[PinStatus]:
+    """Each pin against the store and its folder: missing, modified and extra files."""
+    from dvx.api import workspace
+
+    repo = Repo(store=store)
+    try:
+        return workspace.status(repo, names)
     finally:
         repo.close()
 

@@ -43,6 +43,7 @@ class Settings:
     author: str
     store_options: dict = field(default_factory=dict)
     named_stores: dict = field(default_factory=dict)
+    project: dict = field(default_factory=dict)  # the parsed dvx.toml ({} outside a project)
 
     @property
     def project_file(self) -> Path | None:
@@ -182,6 +183,7 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     return Settings(
         store_url=url,
         store_options=options,
+        project=project,
         named_stores=named,
         store_source=source,
         project_dir=project_dir,
@@ -195,7 +197,7 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
 
 def init_project(folder: str | os.PathLike[str], store: str | None) -> Path:
     """Write dvx.toml (and the .dvx/ state folder) in `folder`."""
-    import tomli_w
+    import tomlkit
 
     root = Path(folder).absolute()
     if not root.is_dir():
@@ -206,7 +208,7 @@ def init_project(folder: str | os.PathLike[str], store: str | None) -> Path:
     content: dict = {"format_version": 1}
     if store:
         content["store"] = {"url": store if "://" in store else os.path.abspath(os.path.expanduser(store))}
-    path.write_text(tomli_w.dumps(content), encoding="utf-8")
+    path.write_text(tomlkit.dumps(content), encoding="utf-8")
     (root / PROJECT_STATE_DIR).mkdir(exist_ok=True)
     (root / PROJECT_STATE_DIR / ".gitignore").write_text("*\n", encoding="utf-8")
     return path

@@ -155,7 +155,10 @@ def model_version(repo: Repo, record: VersionRecord, aliases: Sequence[str] | No
 
 
 def resolve(repo: Repo, ref: str) -> VersionRecord:
-    return repo.resolve(ref, KIND)
+    """As for datasets, a bare NAME that the project pins means the pinned version."""
+    from dvx.api.reading import resolve_record
+
+    return resolve_record(repo, ref, KIND)
 
 
 def show(repo: Repo, ref: str) -> dict:

@@ -17,6 +17,7 @@ from dvx.api.cache import CheckoutCache
 from dvx.api.datasets import Drafts, version_from_record
 from dvx.api.model import FileInfo, Version
 from dvx.api.progress import ProgressFactory, no_progress
+from dvx.api.pins import find_pin, resolve_pin
 from dvx.api.repo import Repo
 from dvx.chunks import ChunkStore
 from dvx.errors import NotFoundError, UsageError
@@ -37,8 +38,17 @@ class Resolved:
 
 
 def resolve(repo: Repo, ref: str, kind: str = "dataset") -> Resolved:
-    record = repo.resolve(ref, kind)
+    """A bare NAME that the project pins means the pinned version (NAME@latest is the latest)."""
+    record = resolve_record(repo, ref, kind)
     return Resolved(record, repo.read_manifest(record.manifest))
+
+
+def resolve_record(repo: Repo, ref: str, kind: str = "dataset") -> VersionRecord:
+    if "@" not in ref and repo.settings.project_dir is not None:
+        pin = find_pin(repo.settings, ref, kind)
+        if pin is not None:
+            return resolve_pin(repo, pin)
+    return repo.resolve(ref, kind)
 
 
 def version_of(repo: Repo, record: VersionRecord, kind: str = "dataset") -> Version:

@@ -11,6 +11,7 @@ from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
 from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
+from dvx.cli.project import pin, pull, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,8 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 cli.add_command(dataset_group)
 cli.add_command(model_group)
 cli.add_command(lineage)
+for command in (pin, pull, status):
+    cli.add_command(command)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):
     cli.add_command(command)
