@@ -4,9 +4,10 @@ from __future__ import annotations
 
 
 class DvxError(Exception):
-    """A failure the user can act on: printed as one `dvx: error: …` line."""
+    """A failure the user can act on: printed as one `dvx: error: …` line. (Exit code 1 is kept for
+    "a check found a problem": `dvx status` drift, a failed `dvx check`.)"""
 
-    exit_code = 1
+    exit_code = 70
 
 
 class UsageError(DvxError):

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from dvx.api.checks import CheckReport, CheckResult
 from dvx.api.config import Settings, init_project, load_settings
 from dvx.api.datasets import Dataset, Drafts
 # Imported here, before `def lineage` below rebinds the name: see that function.
@@ -22,8 +23,8 @@ from dvx.api.workspace import PinStatus, PullResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
-    "AddResult", "Change", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
-    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "PullResult", "Repo", "Version", "datasets", "diff",
+    "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
+    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "PullResult", "Repo", "Version", "check", "datasets", "diff",
     "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "version",
 ]
 
@@ -177,6 +178,17 @@ def status(names: Sequence[str] = (), *, store: str | None = None) -> builtins.l
     repo = Repo(store=store)
     try:
         return workspace.status(repo, names)
+    finally:
+        repo.close()
+
+
+def check(names: Sequence[str] | str = (), *, store: str | None = None) -> CheckReport:
+    """Check the project's pinned versions (all with an expect table, or `names`) against their expectations."""
+    from dvx.api import checks
+
+    repo = Repo(store=store)
+    try:
+        return checks.run_checks(repo, [names] if isinstance(names, str) else names)
     finally:
         repo.close()
 

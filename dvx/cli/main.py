@@ -11,6 +11,7 @@ from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
 from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
+from dvx.cli.check import check
 from dvx.cli.project import pin, pull, status
 
 
@@ -29,11 +30,15 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 cli.add_command(dataset_group)
 cli.add_command(model_group)
 cli.add_command(lineage)
-for command in (pin, pull, status):
+for command in (pin, pull, status, check):
     cli.add_command(command)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):
     cli.add_command(command)
+
+
+# sysexits' EX_SOFTWARE: a bug, distinct from 1 ("a check found a problem") so CI can tell them apart.
+INTERNAL_ERROR = 70
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"dvx: error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
                    err=True)
-        sys.exit(1)
+        sys.exit(INTERNAL_ERROR)
 
 
 if __name__ == "__main__":
