@@ -20,7 +20,7 @@ from dvx.errors import (
 
 _API = {"Dataset", "Model", "ModelVersion", "Version", "check", "datasets", "diff", "fetch", "files", "get", "init",
         "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "tag",
-        "version"}
+        "verify", "version"}
 
 
 def __getattr__(name: str):
@@ -36,5 +36,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ConflictError", "Dataset", "DvxError", "IntegrityError", "Model", "ModelVersion", "NotFoundError", "StoreError",
     "UsageError", "Version", "check", "datasets", "diff", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status",
-    "store_info", "tag", "version",
+    "store_info", "tag", "verify", "version",
 ]

@@ -19,13 +19,15 @@ from dvx.api.pins import Pin, load_pins
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.api.transfer import TransferResult
+# Imported before `def verify` below rebinds the name (as for lineage).
+from dvx.api.verify import Problem, VerifyReport, VersionCheck
 from dvx.api.workspace import PinStatus, PullResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 __all__ = [
     "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
-    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "PullResult", "Repo", "Version", "check", "datasets", "diff",
-    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "version",
+    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "Problem", "PullResult", "Repo", "VerifyReport", "Version", "VersionCheck", "check", "datasets", "diff",
+    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "verify", "version",
 ]
 
 
@@ -189,6 +191,22 @@ def check(names: Sequence[str] | str = (), *, store: str | None = None) -> Check
     repo = Repo(store=store)
     try:
         return checks.run_checks(repo, [names] if isinstance(names, str) else names)
+    finally:
+        repo.close()
+
+
+def verify(refs: Sequence[str] | str = (), *, kind: str | None = None, mode: str = "exists",
+           sample_percent: float | None = None, seed: int | None = None, store: str | None = None,
+           progress: ProgressFactory = no_progress) -> VerifyReport:
+    """Check that versions (default: the project's pins) are intact in the store. `mode` "exists" checks
+    manifests and packs without reading data, "full" re-hashes every chunk and file, "sample" a random
+    `sample_percent` of the chunks. Damage is reported in the result (`.ok`, `.problems`), not raised."""
+    from dvx.api.verify import verify as run_verify
+
+    repo = Repo(store=store)
+    try:
+        return run_verify(repo, [refs] if isinstance(refs, str) else builtins.list(refs), kind=kind, mode=mode,
+                          sample_percent=sample_percent, seed=seed, progress=progress)
     finally:
         repo.close()
 

@@ -7,12 +7,13 @@ import sys
 import click
 
 from dvx.cli import commands
+from dvx.cli.check import check
 from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
 from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
-from dvx.cli.check import check
 from dvx.cli.project import pin, pull, status
+from dvx.cli.verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,7 +31,7 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
 cli.add_command(dataset_group)
 cli.add_command(model_group)
 cli.add_command(lineage)
-for command in (pin, pull, status, check):
+for command in (pin, pull, status, check, verify):
     cli.add_command(command)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from dvx.errors import ConflictError, NotFoundError, PreconditionFailed, UsageError
+from dvx.errors import ConflictError, IntegrityError, NotFoundError, PreconditionFailed, UsageError
 from dvx.fs import Store
 from dvx.refs.names import ID_PREFIX_RE, Ref, check_name, check_tag
 
@@ -130,7 +130,10 @@ class Refs:
             data = self.store.read(self._version_key(name, number))
         except NotFoundError:
             raise NotFoundError(f"{name}@v{number} does not exist (see `dvx {self.kind} log {name}`)") from None
-        return msgspec.json.decode(data, type=VersionRecord)
+        try:
+            return msgspec.json.decode(data, type=VersionRecord)
+        except msgspec.DecodeError as exc:
+            raise IntegrityError(f"the version record of {name}@v{number} is damaged ({exc})") from None
 
     def versions(self, name: str) -> list[VersionRecord]:
         return [self.get_version(name, n) for n in self.version_numbers(name)]
