@@ -491,7 +491,7 @@ def test_malformed_project_file_exits_2(project: dict):
 def test_run_checks_in_process_and_junit_escaping(project: dict):
     from dvx.api import Repo
     from dvx.api.checks import CheckReport, CheckResult, PinChecks, run_checks
-    from dvx.api.pins import Pin
+    from dvx.api.pinning import Pin
 
     expect(project, "[datasets.ds.expect]\nforbid = [\"*.DS_Store\"]\n")
     repo = Repo()

@@ -20,7 +20,7 @@ import pytest
 from conftest import run_dvx, write_tree
 
 from dvx.api.datasets import Dataset
-from dvx.api.lineage import LineageGraph, lineage
+from dvx.api.lineage_graph import LineageGraph, lineage
 from dvx.api.repo import Repo
 from dvx.errors import NotFoundError, UsageError
 from dvx.refs import VersionRecord

@@ -239,7 +239,7 @@ def test_a_damaged_chunk_in_the_middle_of_a_large_file_is_found_and_the_rest_is_
 
 
 def test_read_batches_merge_near_chunks_of_one_pack_and_respect_the_limit():
-    from dvx.api.verify import _batches
+    from dvx.api.integrity import _batches
     from dvx.chunks import ChunkRef
     from dvx.chunks.store import MERGE_GAP
 
@@ -376,10 +376,10 @@ def test_full_mode_streams_files_over_small_windows(tmp_path: Path, isolated, mo
     import importlib
 
     from dvx.api.repo import Repo
-    from dvx.api.verify import _windows, verify
+    from dvx.api.integrity import _windows, verify
 
-    # (the module by its import name: the attribute dvx.api.verify is the porcelain function)
-    monkeypatch.setattr(importlib.import_module("dvx.api.verify"), "WINDOW_BYTES", 50_000)
+    # (the module by its import name: the attribute dvx.api.integrity is the porcelain function)
+    monkeypatch.setattr(importlib.import_module("dvx.api.integrity"), "WINDOW_BYTES", 50_000)
     _commit(tmp_path, "w", {"big.bin": _bytes(1, 400_000), "e.txt": b"", "s.txt": "small"})
     files = _manifest(isolated, "w@v1").files
     windows = list(_windows([f for f in files if f.link is None], 50_000))
@@ -414,7 +414,7 @@ def test_a_failed_range_request_is_reported_for_its_chunks_and_the_run_goes_on(t
     """A store error while reading one pack (the pack passed the presence check) marks that pack's chunks
     as unreadable, per file; the other pack's files still verify."""
     from dvx.api.repo import Repo
-    from dvx.api.verify import verify
+    from dvx.api.integrity import verify
     from dvx.chunks.pack import pack_key
     from dvx.errors import StoreError
 

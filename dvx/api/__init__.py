@@ -4,25 +4,43 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dvx.api.checks import CheckReport, CheckResult
 from dvx.api.config import Settings, init_project, load_settings
 from dvx.api.datasets import Dataset, Drafts
-# Imported here, before `def lineage` below rebinds the name: see that function.
-from dvx.api.lineage import LineageEdge, LineageGraph, LineageNode
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
-from dvx.api.models import FetchedModel, Model, ModelVersion
-from dvx.api.pins import Pin, load_pins
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.api.transfer import TransferResult
-# Imported before `def verify` below rebinds the name (as for lineage).
-from dvx.api.verify import Problem, VerifyReport, VersionCheck
-from dvx.api.workspace import PinStatus, PullResult
 from dvx.manifests import Change, parse_part, select_files, summarise
+
+if TYPE_CHECKING:
+    from dvx.api.checks import CheckReport
+    from dvx.api.integrity import VerifyReport
+    from dvx.api.lineage_graph import LineageGraph
+    from dvx.api.pinning import Pin
+    from dvx.api.workspace import PinStatus, PullResult
+
+# Loaded on first use, so that commands which don't need them (add, commit, get) start fast.
+_LAZY = {
+    "CheckReport": "checks", "CheckResult": "checks",
+    "LineageEdge": "lineage_graph", "LineageGraph": "lineage_graph", "LineageNode": "lineage_graph",
+    "FetchedModel": "models", "Model": "models", "ModelVersion": "models",
+    "Pin": "pinning",
+    "PinStatus": "workspace", "PullResult": "workspace",
+    "Problem": "integrity", "VerifyReport": "integrity", "VersionCheck": "integrity",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"dvx.api.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'dvx.api' has no attribute {name!r}")
+
 
 __all__ = [
     "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
@@ -132,11 +150,8 @@ def _transfer(refs, store, other, *, push, force_tags, jobs, progress) -> Transf
 
 def lineage(ref: str, kind: str | None = None, *, upstream: bool = True, downstream: bool = True,
             depth: int | None = None, store: str | None = None) -> LineageGraph:
-    """The versions `ref` was made from (upstream) and the versions made from it (downstream).
-
-    (This function shadows the `dvx.api.lineage` module attribute; the module was imported above, so
-    `from dvx.api.lineage import …` keeps working.)"""
-    from dvx.api.lineage import lineage as build
+    """The versions `ref` was made from (upstream) and the versions made from it (downstream)."""
+    from dvx.api.lineage_graph import lineage as build
 
     repo = Repo(store=store)
     try:
@@ -147,7 +162,7 @@ def lineage(ref: str, kind: str | None = None, *, upstream: bool = True, downstr
 
 def pin(ref: str, kind: str = "dataset", path: str | None = None, *, store: str | None = None) -> Pin:
     """Resolve `ref` (e.g. an alias) once and pin that exact version in the project's dvx.toml."""
-    from dvx.api.pins import pin as write_pin
+    from dvx.api.pinning import pin as write_pin
 
     repo = Repo(store=store)
     try:
@@ -158,6 +173,8 @@ def pin(ref: str, kind: str = "dataset", path: str | None = None, *, store: str 
 
 def pins(*, store: str | None = None) -> builtins.list[Pin]:
     """The project's pins (empty outside a project)."""
+    from dvx.api.pinning import load_pins
+
     return load_pins(load_settings(store))
 
 
@@ -201,7 +218,7 @@ def verify(refs: Sequence[str] | str = (), *, kind: str | None = None, mode: str
     """Check that versions (default: the project's pins) are intact in the store. `mode` "exists" checks
     manifests and packs without reading data, "full" re-hashes every chunk and file, "sample" a random
     `sample_percent` of the chunks. Damage is reported in the result (`.ok`, `.problems`), not raised."""
-    from dvx.api.verify import verify as run_verify
+    from dvx.api.integrity import verify as run_verify
 
     repo = Repo(store=store)
     try:

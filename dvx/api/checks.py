@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dvx.api.config import parse_size
-from dvx.api.pins import KIND_TABLES, Pin, load_pins, resolve_pin
+from dvx.api.pinning import KIND_TABLES, Pin, load_pins, resolve_pin
 from dvx.api.reading import ChunkedReader
 from dvx.api.repo import Repo
 from dvx.errors import IntegrityError, NotFoundError, UsageError

@@ -17,7 +17,7 @@ from dvx.api.cache import CheckoutCache
 from dvx.api.datasets import Drafts, version_from_record
 from dvx.api.model import FileInfo, Version
 from dvx.api.progress import ProgressFactory, no_progress
-from dvx.api.pins import find_pin, resolve_pin
+from dvx.api.pinning import find_pin, resolve_pin
 from dvx.api.repo import Repo
 from dvx.chunks import ChunkStore
 from dvx.errors import NotFoundError, UsageError

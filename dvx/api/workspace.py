@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xxhash
 
-from dvx.api.pins import Pin, load_pins, resolve_pin
+from dvx.api.pinning import Pin, load_pins, resolve_pin
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.errors import DvxError, NotFoundError, UsageError

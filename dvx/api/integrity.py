@@ -33,7 +33,7 @@ from itertools import groupby, islice
 import msgspec
 import xxhash
 
-from dvx.api.pins import Pin, load_pins, resolve_pin
+from dvx.api.pinning import Pin, load_pins, resolve_pin
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.chunks import ChunkRef
