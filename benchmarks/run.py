@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datagen import (  # noqa: E402
     appended_csv_rows, overwritten_middle, write_csv, write_random_file, write_random_files, write_small_files)
 from harness import format_bytes, log, median, remove_tree, tree_digest, tree_size  # noqa: E402
-from tools import TOOL_CLASSES, Executable, Tool, find_executables  # noqa: E402
+from tools import TOOL_CLASSES, Executable, Tool, byte_compile_dvx, find_executables  # noqa: E402
 
 MiB, GiB = 1 << 20, 1 << 30
 TOOL_ORDER = ("dataset", "zstd -3", "cp", "restic", "dvc", "dvx", "dvx (process tree)")
@@ -564,7 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     free = shutil.disk_usage(workdir).free
     log(f"workdir {workdir} ({format_bytes(free)} free)")
     try:
-        bench = Benchmark(args, find_executables(), workdir)
+        executables = find_executables()
+        byte_compile_dvx(executables["dvx"])
+        bench = Benchmark(args, executables, workdir)
         needed = bench.sizes.huge_file * 2.5 if "I" in bench.selected else 6 * bench.sizes.large_file * 4
         if free < needed:
             log(f"warning: only {format_bytes(free)} free in {workdir}; about {format_bytes(needed)} may be needed")
