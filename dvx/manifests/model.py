@@ -222,21 +222,20 @@ def _chunk_refs(columns: _WireChunks | None, packs: list[str], ends: list[int]) 
     if columns is None:
         return []
     count = len(columns.packs)
-    if len(columns.ids) != 32 * count or not all(
-            len(column) == count for column in (columns.offsets, columns.lengths, columns.sizes, columns.codecs)):
+    if (len(columns.ids) != 32 * count or len(columns.offsets) != count or len(columns.lengths) != count
+            or len(columns.sizes) != count or len(columns.codecs) != count):
         raise IndexError("chunk columns of different lengths")
     refs = []
-    for i in range(count):
-        index = columns.packs[i]
+    ids = columns.ids
+    for start, index, delta, length, size, codec in zip(range(0, 32 * count, 32), columns.packs, columns.offsets,
+                                                        columns.lengths, columns.sizes, columns.codecs):
         if index < 0:
             raise IndexError(index)
-        offset = ends[index] + columns.offsets[i]
-        length = columns.lengths[i]
+        offset = ends[index] + delta
         if offset < 0 or length < 0:
             raise IndexError(offset)
         ends[index] = offset + length
-        refs.append(ChunkRef(columns.ids[32 * i:32 * i + 32], packs[index], offset, length, columns.sizes[i],
-                             columns.codecs[i]))
+        refs.append(ChunkRef(ids[start:start + 32], packs[index], offset, length, size, codec))
     return refs
 
 

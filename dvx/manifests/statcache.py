@@ -66,7 +66,10 @@ class StatCache:
         select = "SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 WHERE store_id = ? AND "
         if len(stats) > 1000:
             # One range scan over the files' common folder beats thousands of point lookups.
-            root = os.path.commonpath(list(stats))
+            # The common prefix of the smallest and largest paths is common to all of them.
+            first, last = min(stats), max(stats)
+            common = os.path.commonprefix([first, last])
+            root = common if common in (first, last) else common[:common.rfind("/") + 1] or "/"
             queries = [(select + "path >= ? AND path < ?", (self._store_id, root, root + "\U0010ffff"))]
         else:
             paths = list(stats)
