@@ -21,7 +21,7 @@ settings.register_profile("dvx", database=DirectoryBasedExampleDatabase(str(REPO
 settings.load_profile("dvx")
 
 _ISOLATED_VARS = ("DVX_STORE", "DVX_STATE_DIR", "DVX_CACHE_DIR", "DVX_DATA_DIR", "DVX_CACHE_MAX_SIZE",
-                  "DVX_JOBS", "DVX_AUTHOR")
+                  "DVX_JOBS", "DVX_AUTHOR", "DVX_CHUNK_CACHE_MAX_SIZE", "DVX_CHUNK_CACHE_GET")
 
 
 def dvx_executable() -> str:

@@ -4,6 +4,8 @@ only the CLI and dvx/api/config.py read the environment, only dvx/fs talks to fs
 Layers, lowest first: fs(0) < chunks(1) < manifests(2) < refs(3) < api(4) < cli(5). The shared leaf
 modules dvx/errors.py and dvx/locks.py are importable by everyone and import only each other; dvx/__init__.py is the top and may import anything, but nothing may import it
 (that is, nothing may do `import dvx` or `from dvx import NAME` for a NAME that is not a sub-module).
+Integrations (dvx/fsspec_impl.py, the dvx:// filesystem) sit on top of the API like the CLI: they may
+import dvx.api and the shared leaf modules only (and fsspec), and nothing in dvx imports them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dvx"
 
 LAYERS = {"fs": 0, "chunks": 1, "manifests": 2, "refs": 3, "api": 4, "cli": 5}
+INTEGRATION = 6  # integrations on top of the API; they may import only dvx.api and the shared modules
+INTEGRATIONS = {"fsspec_impl": {"fsspec"}}  # module → the cloud-SDK packages it may import
 TOP = 100  # dvx/__init__.py
 FREE = -1  # shared leaf modules, importable by every layer
 SHARED = {"errors", "locks"}
@@ -100,6 +104,8 @@ def layer_of_module(dotted: str) -> int | None:
         return TOP
     if parts[1] in SHARED:
         return FREE
+    if parts[1] in INTEGRATIONS:
+        return INTEGRATION
     if parts[1] in LAYERS:
         return LAYERS[parts[1]]
     raise AssertionError(f"module {dotted} belongs to no layer: add it to LAYERS in tests/test_layers.py")
@@ -123,7 +129,7 @@ def test_the_source_tree_is_found():
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
 def test_every_module_belongs_to_a_layer(path: Path):
     """A new top-level module or package must be placed in the layer order before it can land."""
-    assert layer_of_file(path) in {*LAYERS.values(), FREE, TOP}
+    assert layer_of_file(path) in {*LAYERS.values(), INTEGRATION, FREE, TOP}
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=IDS)
@@ -140,6 +146,9 @@ def test_imports_point_down(path: Path):
                 bad.append(imp)  # shared leaf modules must not depend on any layer
         elif own == TOP:
             continue
+        elif own == INTEGRATION:
+            if target not in (FREE, LAYERS["api"]):
+                bad.append(imp)  # only the API (and errors/locks), like the CLI
         elif target == TOP or target > own:
             bad.append(imp)
     assert not bad, f"{_rel(path)} imports a higher layer: " + ", ".join(f"{i.module} (line {i.line})" for i in bad)
@@ -150,7 +159,8 @@ def test_only_fs_imports_fsspec_and_cloud_sdks(path: Path):
     """fsspec, s3fs, gcsfs, adlfs (and the SDKs under them) are imported only inside dvx/fs."""
     if _rel(path).startswith("dvx/fs/"):
         return
-    bad = [i for i in imports_of(path) if i.module.split(".")[0] in CLOUD_SDKS]
+    allowed = INTEGRATIONS.get(_module_name(path).split(".")[-1], set()) if layer_of_file(path) == INTEGRATION else set()
+    bad = [i for i in imports_of(path) if i.module.split(".")[0] in CLOUD_SDKS - allowed]
     assert not bad, f"{_rel(path)} imports " + ", ".join(f"{i.module} (line {i.line})" for i in bad)
 
 

@@ -66,11 +66,13 @@ def _part(part: tuple[int, int] | str | None) -> tuple[int, int] | None:
 
 def get(ref: str, dest: str | os.PathLike[str] | None = None, glob: Sequence[str] | str | None = None,
         part: tuple[int, int] | str | None = None, link: str = "copy", *, store: str | None = None,
-        progress: ProgressFactory = no_progress) -> Path:
-    """Fetch a version: a read-only cached copy (no `dest`) or a writable copy in `dest`."""
+        progress: ProgressFactory = no_progress, shuffle_seed: int | None = None) -> Path:
+    """Fetch a version: a read-only cached copy (no `dest`) or a writable copy in `dest`.
+    `shuffle_seed` (with `part`) picks the seeded split of `dvx.files(..., shuffle_seed=...)`."""
     repo = Repo(store=store)
     try:
-        return _reading().get(repo, ref, dest, glob=_globs(glob), part=_part(part), link=link, progress=progress)
+        return _reading().get(repo, ref, dest, glob=_globs(glob), part=_part(part), link=link, progress=progress,
+                              shuffle_seed=shuffle_seed)
     finally:
         repo.close()
 
@@ -81,11 +83,12 @@ def open(ref_path: str, mode: str = "rb", encoding: str | None = None, *, store:
 
 
 def files(ref: str, glob: Sequence[str] | str | None = None, part: tuple[int, int] | str | None = None, *,
-          store: str | None = None) -> builtins.list[FileInfo]:
-    """The files of a version (optionally a glob selection or one worker's part)."""
+          store: str | None = None, shuffle_seed: int | None = None) -> builtins.list[FileInfo]:
+    """The files of a version (optionally a glob selection or one worker's part). Sorted by path;
+    with `shuffle_seed`, split by that seed and in its shuffled order (pass the epoch to reshuffle)."""
     resolved = _reading().resolve(Repo(store=store), ref)
     return [FileInfo(f.path, f.size, f.digest, f.executable, f.link)
-            for f in select_files(resolved.manifest.files, _globs(glob), _part(part))]
+            for f in select_files(resolved.manifest.files, _globs(glob), _part(part), shuffle_seed)]
 
 
 def version(ref: str, *, store: str | None = None) -> Version:

@@ -28,6 +28,7 @@ else:  # pragma: no cover
 PROJECT_FILE = "dvx.toml"
 PROJECT_STATE_DIR = ".dvx"
 DEFAULT_CACHE_MAX = 20 << 30
+DEFAULT_CHUNK_CACHE_MAX = 4 << 30
 APP = "dvx"
 
 
@@ -44,6 +45,13 @@ class Settings:
     store_options: dict = field(default_factory=dict)
     named_stores: dict = field(default_factory=dict)
     project: dict = field(default_factory=dict)  # the parsed dvx.toml ({} outside a project)
+    # The local chunk cache (<cache_dir>/chunks): its byte limit (0 = off), and whether `get` fills it.
+    chunk_cache_max_bytes: int = DEFAULT_CHUNK_CACHE_MAX
+    chunk_cache_on_get: bool = False
+
+    @property
+    def chunk_cache_dir(self) -> Path:
+        return self.cache_dir / "chunks"
 
     @property
     def project_file(self) -> Path | None:
@@ -144,6 +152,17 @@ def _jobs(value: str | int | None) -> int | None:
     return jobs
 
 
+def _flag(value: str | bool | None, what: str) -> bool:
+    if value is None or value == "" or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"invalid {what} {value!r}: use 1 or 0 (true or false)")
+
+
 def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None = None) -> Settings:
     cwd_path = Path(cwd or os.getcwd()).absolute()
     env = os.environ
@@ -178,6 +197,10 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     cache_dir = Path(env.get("DVX_CACHE_DIR") or platformdirs.user_cache_dir(APP))
     cache_cfg = project.get("cache", {}) if isinstance(project.get("cache"), dict) else {}
     cache_max = parse_size(env.get("DVX_CACHE_MAX_SIZE") or cache_cfg.get("max_size") or DEFAULT_CACHE_MAX)
+    chunk_max = env.get("DVX_CHUNK_CACHE_MAX_SIZE") or cache_cfg.get("chunk_max_size")
+    chunk_max = DEFAULT_CHUNK_CACHE_MAX if chunk_max is None or chunk_max == "" else parse_size(chunk_max)
+    on_get = _flag(env.get("DVX_CHUNK_CACHE_GET") or cache_cfg.get("chunks_on_get"),
+                  "DVX_CHUNK_CACHE_GET (or [cache] chunks_on_get)")
     url, options = _spec_for_url(normalise_url(url), named)
     jobs = _jobs(env.get("DVX_JOBS") or project.get("transfer", {}).get("jobs"))
     return Settings(
@@ -190,6 +213,8 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
         state_dir=state_dir,
         cache_dir=cache_dir,
         cache_max_bytes=cache_max,
+        chunk_cache_max_bytes=chunk_max,
+        chunk_cache_on_get=on_get,
         jobs=jobs,
         author=env.get("DVX_AUTHOR") or default_author(),
     )

@@ -7,7 +7,8 @@ import errno
 import io
 import os
 import shutil
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +21,12 @@ from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.pinning import find_pin, resolve_pin
 from dvx.api.repo import Repo
 from dvx.chunks import ChunkStore
-from dvx.errors import NotFoundError, UsageError
+from dvx.errors import IntegrityError, NotFoundError, UsageError
 from dvx.manifests import Change, FileEntry, Manifest, checkout, diff_files, select_files, validate_path
 from dvx.refs import VersionRecord, parse_ref
 
 LINK_MODES = ("copy", "hardlink", "symlink", "reflink")
+_RECENT_CHUNKS = 4  # chunks a ChunkedReader keeps in memory after reading them
 
 
 @dataclass
@@ -59,7 +61,7 @@ def version_of(repo: Repo, record: VersionRecord, kind: str = "dataset") -> Vers
 # -- get ----------------------------------------------------------------------------------------
 def get(repo: Repo, ref: str, dest: str | os.PathLike[str] | None = None, *, glob: Sequence[str] = (),
         part: tuple[int, int] | None = None, link: str = "copy", kind: str = "dataset",
-        progress: ProgressFactory = no_progress) -> Path:
+        progress: ProgressFactory = no_progress, shuffle_seed: int | None = None) -> Path:
     """Materialise a version (or the files picked by `glob`/`part`).
 
     Without `dest`: a read-only copy in the shared cache, whose path is returned. With `dest`: a
@@ -67,8 +69,10 @@ def get(repo: Repo, ref: str, dest: str | os.PathLike[str] | None = None, *, glo
     """
     if link not in LINK_MODES:
         raise UsageError(f"invalid --link {link!r}: choose one of {', '.join(LINK_MODES)}")
+    if shuffle_seed is not None and part is None:
+        raise UsageError("a shuffle seed only changes how --part splits the files: give --part I/N too")
     resolved = resolve(repo, ref, kind)
-    files = select_files(resolved.manifest.files, glob, part)
+    files = select_files(resolved.manifest.files, glob, part, shuffle_seed)
     if glob and not files:
         raise NotFoundError(f"no file of {resolved.ref} matches {' '.join(glob)}")
     chunk_store = repo.chunk_store()
@@ -82,7 +86,8 @@ def get(repo: Repo, ref: str, dest: str | os.PathLike[str] | None = None, *, glo
     if dest is not None and link == "copy":
         build(Path(dest), read_only=False)
         return Path(dest).absolute()
-    selection = xxhash.xxh3_64_hexdigest(repr((sorted(glob), part)).encode()) if (glob or part) else "all"
+    chosen = (sorted(glob), part) if shuffle_seed is None else (sorted(glob), part, int(shuffle_seed))
+    selection = xxhash.xxh3_64_hexdigest(repr(chosen).encode()) if (glob or part) else "all"
     key = f"{resolved.record.manifest}-{selection}"
     cache = CheckoutCache(repo.settings.cache_dir, repo.settings.cache_max_bytes)
     cached = cache.materialise(key, [f.path for f in files], total, lambda tmp: build(tmp, True), label=context)
@@ -126,34 +131,56 @@ def _reflink_or_copy(origin: Path, target: Path) -> None:
 
 
 # -- open one file --------------------------------------------------------------------------------
-def split_ref_path(repo: Repo, text: str, kind: str = "dataset") -> tuple[str, str]:
-    """'name@v3/a/b.csv' → ('name@v3', 'a/b.csv'); without '@' the longest existing name wins."""
+def split_ref_path(repo: Repo, text: str, kind: str = "dataset",
+                   names: Collection[str] | None = None) -> tuple[str, str]:
+    """'name@v3/a/b.csv' → ('name@v3', 'a/b.csv'): the first '@' ends the name and the next '/' the
+    selector. Without '@', the longest existing name that is a whole-segment prefix of `text` wins
+    ('vision/cifar/a.png' → ('vision/cifar', 'a.png') when vision/cifar exists), and the path may be
+    empty ('vision/cifar' → ('vision/cifar', '')). `names` saves listing the store's names."""
     if "@" in text:
         name, _, rest = text.partition("@")
         selector, _, path = rest.partition("/")
         return f"{name}@{selector}", path
     parts = text.split("/")
-    names = set(repo.refs(kind).names())
-    for cut in range(len(parts) - 1, 0, -1):
-        if "/".join(parts[:cut]) in names:
+    known = set(repo.refs(kind).names()) if names is None else names
+    for cut in range(len(parts), 0, -1):
+        if "/".join(parts[:cut]) in known:
             return "/".join(parts[:cut]), "/".join(parts[cut:])
     raise NotFoundError(f"no {kind} name is a prefix of {text!r} (write NAME@VERSION/PATH)")
 
 
+def list_kind_names(repo: Repo, kind: str = "dataset") -> list[str]:
+    """Every name of `kind` in the store (one listing; names without versions included)."""
+    return list(repo.refs(kind).names())
+
+
 class ChunkedReader(io.RawIOBase):
-    """A seekable read-only file over a stored file's chunks; fetches only the chunks it reads."""
+    """A seekable read-only file over a stored file's chunks.
+
+    A read fetches only the chunks that cover its bytes (each verified, and kept in the local chunk
+    cache for the next reader); the last few chunks stay in memory, so small reads and re-reads near
+    the last one are free. Once reads move forward (a read starts inside or at the end of the previous
+    one), the rest of the file is streamed with the chunk store's read-ahead instead, so reading a whole
+    file goes at `dvx get` speed. `read_range(start, end)` and `chunk_at(pos)` are the positional forms
+    used by dvx://.
+    """
 
     def __init__(self, chunk_store: ChunkStore, entry: FileEntry, context: str):
         self._cs = chunk_store
         self._entry = entry
+        self._refs = list(entry.chunks)
         self._context = context
         self._starts = []
         offset = 0
-        for ref in entry.chunks:
+        for ref in self._refs:
             self._starts.append(offset)
             offset += ref.size
+        self.size = entry.size
         self._pos = 0
-        self._cached: tuple[int, bytes] | None = None
+        self._recent: OrderedDict[int, bytes] = OrderedDict()  # chunk index → bytes, the last few read
+        self._stream: Iterator[bytes] | None = None  # chunks from _stream_next to the end, read ahead
+        self._stream_next = 0
+        self._prev = (-1, -1)  # the previous read's [start, end)
         self.name = f"{context}/{entry.path}"
 
     def readable(self) -> bool:
@@ -172,27 +199,77 @@ class ChunkedReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _chunk(self, index: int) -> bytes:
-        if self._cached is None or self._cached[0] != index:
-            from dvx.errors import IntegrityError
-
-            try:
-                data = next(self._cs.read_chunks([self._entry.chunks[index]]))
-            except IntegrityError as exc:
-                raise IntegrityError(f"{self._context}: file {self._entry.path}: {exc}") from None
-            self._cached = (index, data)
-        return self._cached[1]
-
     def readinto(self, buffer) -> int:
-        if self._pos >= self._entry.size:
-            return 0
-        index = bisect.bisect_right(self._starts, self._pos) - 1
-        data = self._chunk(index)
-        start = self._pos - self._starts[index]
-        count = min(len(buffer), len(data) - start)
-        buffer[:count] = data[start:start + count]
-        self._pos += count
-        return count
+        view = memoryview(buffer).cast("B")
+        data = self.read_range(self._pos, self._pos + len(view))
+        view[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file (fewer at its end)."""
+        end = min(end, self.size)
+        if start < 0 or start >= end:
+            return b""
+        first = bisect.bisect_right(self._starts, start) - 1
+        last = bisect.bisect_right(self._starts, end - 1) - 1
+        chunks = self._get(first, last, start)
+        self._prev = (start, end)
+        head = start - self._starts[first]
+        if first == last:
+            data = chunks[0]
+            return data if head == 0 and end - start == len(data) else data[head:head + end - start]
+        tail = end - self._starts[last]
+        return b"".join([memoryview(chunks[0])[head:], *chunks[1:-1], memoryview(chunks[-1])[:tail]])
+
+    def chunk_at(self, pos: int) -> tuple[int, bytes]:
+        """(offset in the file, bytes) of the whole chunk that holds byte `pos` (< size), without a copy."""
+        index = bisect.bisect_right(self._starts, pos) - 1
+        data = self._get(index, index, pos)[0]
+        self._prev = (pos, self._starts[index] + len(data))
+        return self._starts[index], data
+
+    def _get(self, first: int, last: int, start: int) -> list[bytes]:
+        try:
+            return self._chunks(first, last, self._prev[0] <= start <= self._prev[1])
+        except IntegrityError as exc:
+            self._close_stream()
+            raise IntegrityError(f"{self._context}: file {self._entry.path}: {exc}") from None
+
+    def _chunks(self, first: int, last: int, forward: bool) -> list[bytes]:
+        out: list[bytes] = []
+        index = first
+        while index <= last and index in self._recent:
+            out.append(self._recent[index])
+            index += 1
+        if index > last:
+            return out
+        if self._stream is not None and self._stream_next != index:
+            self._close_stream()
+        if self._stream is None and forward:
+            self._stream = self._cs.read_chunks(self._refs[index:], fill=True)
+            self._stream_next = index
+        if self._stream is not None:
+            fresh = [next(self._stream) for _ in range(index, last + 1)]
+            self._stream_next = last + 1
+        else:
+            fresh = list(self._cs.read_chunks(self._refs[index:last + 1], fill=True))
+        out.extend(fresh)
+        for number in range(max(index, last + 1 - _RECENT_CHUNKS), last + 1):
+            self._recent[number] = fresh[number - index]
+        while len(self._recent) > _RECENT_CHUNKS:
+            self._recent.popitem(last=False)
+        return out
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def close(self) -> None:
+        self._close_stream()
+        self._recent.clear()
+        super().close()
 
 
 def open_file(repo: Repo, ref_path: str, mode: str = "rb", encoding: str | None = None, kind: str = "dataset"):
@@ -286,7 +363,7 @@ def show(repo: Repo, ref: str, kind: str = "dataset") -> dict:
     resolved = resolve(repo, ref, kind)
     version = version_of(repo, resolved.record, kind)
     chunks = {c.id: c for f in resolved.manifest.files for c in f.chunks}
-    parent_chunks = {c.id for p in resolved.manifest.parents for f in repo.read_manifest(p).files for c in f.chunks}
+    parent_chunks = {c.id for p in resolved.manifest.parents for f in _parent_files(repo, p) for c in f.chunks}
     out = version.to_dict()
     out.update({
         "stored_bytes": sum(c.length for c in chunks.values()),
@@ -296,6 +373,14 @@ def show(repo: Repo, ref: str, kind: str = "dataset") -> dict:
         "metadata": resolved.manifest.metadata,
     })
     return out
+
+
+def _parent_files(repo: Repo, manifest_id: str) -> list[FileEntry]:
+    """A parent's files; none when the parent was deleted and garbage-collected since."""
+    try:
+        return repo.read_manifest(manifest_id).files
+    except NotFoundError:
+        return []
 
 
 def tag(repo: Repo, ref: str, tag_name: str, force: bool = False, delete: bool = False,

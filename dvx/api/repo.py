@@ -9,6 +9,7 @@ import xxhash
 
 from dvx.api.config import Settings, load_settings
 from dvx.chunks import ChunkStore
+from dvx.chunks.cache import ChunkCache
 from dvx.errors import NotFoundError
 from dvx.fs import Store, open_store
 from dvx.manifests import Manifest, StatCache, compress_manifest, decode_manifest, encode_manifest, manifest_key
@@ -38,12 +39,19 @@ class Repo:
     def chunk_store(self, create: bool = False) -> ChunkStore:
         cs = self.__dict__.get("_chunk_store")
         if cs is None:
-            cs = ChunkStore.open(self.store, create=create, jobs=self.settings.jobs)
+            cs = ChunkStore.open(self.store, create=create, jobs=self.settings.jobs, cache=self.chunk_cache(),
+                                 fill_cache=self.settings.chunk_cache_on_get)
             if cs is None:
                 raise NotFoundError(
                     f"store {self.settings.store_url} is empty: nothing has been committed to it yet")
             self.__dict__["_chunk_store"] = cs
         return cs
+
+    def chunk_cache(self) -> ChunkCache | None:
+        """The local chunk cache shared by every store (chunks are content-addressed); None when its
+        limit is 0. `dvx get` reads from it; streaming reads (dvx.open, dvx://) also fill it."""
+        limit = self.settings.chunk_cache_max_bytes
+        return ChunkCache(self.settings.chunk_cache_dir, limit) if limit > 0 else None
 
     def chunk_store_exists(self) -> bool:
         try:

@@ -17,6 +17,7 @@ import msgspec
 import xxhash
 
 from dvx.chunks import codec
+from dvx.chunks.cache import ChunkCache
 from dvx.chunks.chunker import Chunker, ChunkerParams
 from dvx.chunks.pack import (
     TRAILER,
@@ -204,9 +205,17 @@ class PackWriter:
 
 
 class ChunkStore:
-    def __init__(self, store: Store, config: StoreConfig, jobs: int | None = None):
+    """A store's chunks: ingest into packs, verified reads.
+
+    `cache` is an optional local ChunkCache that reads consult first; `fill_cache` is whether reads
+    that don't say otherwise (read_chunks(fill=None)) also put what they fetch into it."""
+
+    def __init__(self, store: Store, config: StoreConfig, jobs: int | None = None,
+                 cache: ChunkCache | None = None, fill_cache: bool = False):
         self.store = store
         self.config = config
+        self.cache = cache
+        self.fill_cache = fill_cache
         self.chunker = Chunker(config.chunker)
         self.jobs = jobs or min(4, os.cpu_count() or 2)
         self._index: dict[str, ChunkRef] | None = None
@@ -214,9 +223,10 @@ class ChunkStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, store: Store, create: bool = False, jobs: int | None = None) -> ChunkStore | None:
+    def open(cls, store: Store, create: bool = False, jobs: int | None = None,
+             cache: ChunkCache | None = None, fill_cache: bool = False) -> ChunkStore | None:
         config = load_config(store, create)
-        return None if config is None else cls(store, config, jobs)
+        return None if config is None else cls(store, config, jobs, cache, fill_cache)
 
     # -- index ---------------------------------------------------------------------------------
     def index(self) -> dict[str, ChunkRef]:
@@ -349,20 +359,29 @@ class ChunkStore:
         return results, writer
 
     # -- reads ---------------------------------------------------------------------------------
-    def read_chunks(self, refs: Sequence[ChunkRef]) -> Iterator[bytes]:
+    def read_chunks(self, refs: Sequence[ChunkRef], fill: bool | None = None) -> Iterator[bytes]:
         """Raw bytes of `refs` in order, each decompressed within its recorded size and re-hashed.
 
-        Reads of up to READ_BATCH bytes each; when there are several, up to `jobs` of them are in
-        flight at once (read-ahead), so one large file streams at the store's parallel speed."""
-        groups = list(_group_reads(refs))
+        Chunks in the local chunk cache (if there is one) are read from it, verified the same way;
+        the others come from the store in reads of up to READ_BATCH bytes each. When there are several
+        reads, up to `jobs` of them are in flight at once (read-ahead), so one large file streams at
+        the store's parallel speed. `fill` (default: the store's `fill_cache`) also hands the chunks
+        fetched from the store to the cache's background writer."""
+        cache = self.cache if self.cache is not None and self.cache.max_bytes > 0 else None
+        fill = self.fill_cache if fill is None else fill
+        lookup = cache if cache is not None and cache.available() else None
+        put = cache.put_later if cache is not None and fill else None
+        groups = list(_plan_reads(refs, lookup))
 
-        def fetch(group: tuple[str, list[ChunkRef]]):
-            spans = _merge_spans(group[1])
-            return spans, self.store.read_ranges(pack_key(group[0]), [(s, e) for s, e, _ in spans])
+        def fetch(group: tuple[str | None, list[ChunkRef]]):
+            pack, members = group
+            if pack is None:  # from the cache: read and verified here, in the worker
+                return None, [self._cached_chunk(ref, put) for ref in members]
+            spans = _merge_spans(members)
+            return spans, self.store.read_ranges(pack_key(pack), [(s, e) for s, e, _ in spans])
 
         if len(groups) <= 1 or self.jobs <= 1:
-            fetched: Iterator = map(fetch, groups)
-            yield from _verified(fetched)
+            yield from _verified(map(fetch, groups), put)
             return
         with ThreadPoolExecutor(min(self.jobs, len(groups)), thread_name_prefix="dvx-read") as pool:
             window: deque[Future] = deque()
@@ -378,17 +397,35 @@ class ChunkStore:
                     yield result
 
             try:
-                yield from _verified(in_order())
+                yield from _verified(in_order(), put)
             finally:
                 for future in window:
                     future.cancel()
 
+    def _cached_chunk(self, ref: ChunkRef, put: Callable[[str, bytes], object] | None) -> bytes:
+        """One chunk from the cache (which verifies it); from the store if it went missing since."""
+        data = self.cache.get(ref.id, ref.size)
+        if data is None:
+            payload = self.store.read_ranges(pack_key(ref.pack), [(ref.offset, ref.offset + ref.length)])[0]
+            data = verify_chunk(ref, payload)
+            if put is not None:
+                put(ref.id, data)
+        return data
 
-def _verified(fetched: Iterator) -> Iterator[bytes]:
+
+def _verified(fetched: Iterator, put: Callable[[str, bytes], object] | None = None) -> Iterator[bytes]:
+    """Chunks of each fetched read in order: store payloads are decoded and verified here (then handed
+    to the cache's background writer when filling); cache hits come verified already."""
     for spans, blobs in fetched:
+        if spans is None:
+            yield from blobs
+            continue
         for blob, (start, _end, members) in zip(blobs, spans):
             for ref in members:
-                yield verify_chunk(ref, blob[ref.offset - start: ref.offset - start + ref.length])
+                data = verify_chunk(ref, blob[ref.offset - start: ref.offset - start + ref.length])
+                if put is not None:
+                    put(ref.id, data)
+                yield data
 
 
 def verify_chunk(ref: ChunkRef, payload: bytes) -> bytes:
@@ -396,6 +433,53 @@ def verify_chunk(ref: ChunkRef, payload: bytes) -> bytes:
     if len(data) != ref.size or xxhash.xxh3_128_hexdigest(data) != ref.id:
         raise IntegrityError(f"chunk {ref.id} in pack {ref.pack} is damaged (content does not match its id)")
     return data
+
+
+def _plan_reads(refs: Sequence[ChunkRef], cache: ChunkCache | None) -> Iterator[tuple[str | None, list[ChunkRef]]]:
+    """Reads for `refs` in order: (None, refs) runs found in the cache, (pack id, refs) from the store.
+
+    A short run of cached chunks (under MERGE_GAP bytes) between chunks that must come from the store is
+    read from the store with them: it would split one read into two for little gain."""
+    if cache is None:
+        yield from _group_reads(refs)
+        return
+    cached = cache.present([ref.id for ref in refs])
+    if not cached:
+        yield from _group_reads(refs)
+        return
+    run: list[ChunkRef] = []  # to read from the store
+    hits: list[ChunkRef] = []  # cached, not yet placed
+    hit_bytes = 0
+    for ref in refs:
+        if ref.id in cached:
+            hits.append(ref)
+            hit_bytes += ref.size
+            continue
+        if hits:
+            if run and hit_bytes < MERGE_GAP:
+                run.extend(hits)
+            else:
+                yield from _group_reads(run)
+                run = []
+                yield from _cache_groups(hits)
+            hits, hit_bytes = [], 0
+        run.append(ref)
+    yield from _group_reads(run)
+    yield from _cache_groups(hits)
+
+
+def _cache_groups(refs: list[ChunkRef]) -> Iterator[tuple[None, list[ChunkRef]]]:
+    """Cached refs in batches of at most READ_BATCH raw bytes (one worker task each)."""
+    group: list[ChunkRef] = []
+    size = 0
+    for ref in refs:
+        if group and size + ref.size > READ_BATCH:
+            yield None, group
+            group, size = [], 0
+        group.append(ref)
+        size += ref.size
+    if group:
+        yield None, group
 
 
 def _group_reads(refs: Sequence[ChunkRef]) -> Iterator[tuple[str, list[ChunkRef]]]:

@@ -90,14 +90,18 @@ def diff(ref_a: str, ref_b: str, stat: bool) -> None:
               help="Write a writable copy here (default: read-only copy in the shared cache).")
 @click.option("--glob", "globs", multiple=True, metavar="GLOB", help="Only matching files (repeatable).")
 @click.option("--part", metavar="I/N", help="Only worker I's share of N (0-based), split by file.")
+@click.option("--shuffle-seed", type=int, metavar="S",
+              help="With --part: split by this seed (as dvx.files(..., shuffle_seed=S)), e.g. the epoch.")
 @click.option("--link", type=click.Choice(["copy", "hardlink", "symlink", "reflink"]), default="copy",
               show_default=True, help="How files reach -o DIR.")
 @common
-def get(ref: str, dest: str | None, globs: tuple[str, ...], part: str | None, link: str) -> None:
+def get(ref: str, dest: str | None, globs: tuple[str, ...], part: str | None, shuffle_seed: int | None,
+        link: str) -> None:
     """Fetch a version (or part of it) and print where it is."""
     from dvx import api
 
-    path = api.get(ref, dest, list(globs), part, link, store=store_option(), progress=progress_bar)
+    path = api.get(ref, dest, list(globs), part, link, store=store_option(), progress=progress_bar,
+                   shuffle_seed=shuffle_seed)
     emit({"ref": ref, "path": str(path)}, lambda: click.echo(str(path)))
 
 
