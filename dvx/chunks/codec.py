@@ -12,6 +12,14 @@ RAW = 0
 ZSTD = 1
 CODEC_NAMES = {RAW: "raw", ZSTD: "zstd"}
 
+# No valid chunk is larger: FastCDC 2020 (pyfastcdc) refuses a maximum chunk size above 16 MiB. Every
+# raw length read from a manifest, footer or index is held to it, so a hostile one can't make a reader
+# allocate more (a zstd frame or a pack entry declaring 1 TB is refused before anything is allocated).
+MAX_CHUNK_SIZE = 16 << 20
+# zstd's worst case for a MAX_CHUNK_SIZE input (ZSTD_COMPRESSBOUND); dvx itself stores a chunk raw
+# whenever zstd does not make it smaller.
+MAX_STORED_SIZE = MAX_CHUNK_SIZE + (MAX_CHUNK_SIZE >> 8)
+
 # Keep a chunk raw unless zstd saves at least this share of its bytes.
 _MIN_SAVING = 0.03
 _local = threading.local()
@@ -43,6 +51,10 @@ def encode(data: bytes | memoryview, level: int) -> tuple[int, bytes | memoryvie
 
 def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
     """Inverse of `encode`, refusing to produce more than `raw_size` bytes (a hostile frame can't balloon)."""
+    if not 0 <= raw_size <= MAX_CHUNK_SIZE:
+        raise IntegrityError(f"chunk raw length {raw_size} is out of bounds (at most {MAX_CHUNK_SIZE})")
+    if len(payload) > MAX_STORED_SIZE:
+        raise IntegrityError(f"chunk stored length {len(payload)} is out of bounds (at most {MAX_STORED_SIZE})")
     if codec == RAW:
         return payload
     if codec == ZSTD:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import msgspec
 import xxhash
 
+from dvx.chunks.codec import CODEC_NAMES, MAX_CHUNK_SIZE, MAX_STORED_SIZE, RAW
 from dvx.errors import IntegrityError
 
 FORMAT_VERSION = 1
@@ -77,11 +78,34 @@ def decode_footer(footer: bytes, pack_id: str) -> Iterator[ChunkRef]:
 
 
 def split_pack(data: bytes, pack_id: str) -> list[ChunkRef]:
-    """Read a whole pack's footer through its trailer (used by verify and by readers without an index)."""
+    """Read a whole pack's footer through its trailer (used by verify and by readers without an index).
+
+    Every entry must lie in the payload area (before the footer) and respect the chunk bounds, so a
+    pack that passes can be sliced by its entries without reading past its payloads."""
     if len(data) < TRAILER.size:
         raise IntegrityError(f"pack {pack_id}: too short")
     footer_len, magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     if magic != TRAILER_MAGIC or footer_len > len(data) - TRAILER.size:
         raise IntegrityError(f"pack {pack_id}: bad trailer")
     start = len(data) - TRAILER.size - footer_len
-    return list(decode_footer(bytes(data[start:start + footer_len]), pack_id))
+    refs = list(decode_footer(bytes(data[start:start + footer_len]), pack_id))
+    check_entries(refs, start, pack_id)
+    return refs
+
+
+def check_entries(refs: list[ChunkRef], payload_end: int, pack_id: str) -> None:
+    """Each entry inside the payload area [0, payload_end), with a known codec and lengths within the
+    chunk bounds (a raw entry's stored and raw lengths are equal)."""
+    for number, ref in enumerate(refs):
+        problem = None
+        if ref.offset + ref.length > payload_end:
+            problem = (f"bytes {ref.offset}..{ref.offset + ref.length} run past the payload area (which ends "
+                       f"at {payload_end})")
+        elif ref.codec not in CODEC_NAMES:
+            problem = f"unknown codec {ref.codec}"
+        elif ref.size > MAX_CHUNK_SIZE or ref.length > MAX_STORED_SIZE:
+            problem = f"raw length {ref.size} or stored length {ref.length} is out of bounds"
+        elif ref.codec == RAW and ref.length != ref.size:
+            problem = f"raw chunk with stored length {ref.length} and raw length {ref.size}"
+        if problem:
+            raise IntegrityError(f"pack {pack_id}: entry {number} (chunk {ref.id}): {problem}")

@@ -13,13 +13,15 @@ from pathlib import Path
 import xxhash
 
 from dvx.chunks import ChunkStore
-from dvx.errors import IntegrityError, StoreError, UsageError
+from dvx.errors import IntegrityError, NotFoundError, StoreError, UsageError
 from dvx.manifests.model import FileEntry
 
 ProgressFn = Callable[[int], None]
 _BATCH_BYTES = 8 << 20
 _BATCH_FILES = 256
 _SMALL_FILE = 4 << 20
+# A full disk: a partial file is not worth keeping for a resume (it holds the space the user needs).
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _batches(files: list[FileEntry]) -> list[list[FileEntry]]:
@@ -46,7 +48,11 @@ def _umask() -> int:
 
 
 class _FolderMaker:
-    """mkdir -p with memory, so 20k files in 100 folders cost 100 mkdirs."""
+    """mkdir -p with memory, so 20k files in 100 folders cost 100 mkdirs.
+
+    Never through a symlink: a folder of the target that is a link (left by an earlier get of another
+    version, or made by hand) could point anywhere, and writing through it would put files outside the
+    target. Like git, dvx refuses to write beyond a symbolic link."""
 
     def __init__(self, root: Path):
         self._made: set[str] = set()
@@ -58,10 +64,29 @@ class _FolderMaker:
         if key in self._made:
             return
         with self._lock:
+            current = self._root
+            for part in folder.relative_to(self._root).parts:
+                current = current / part
+                if str(current) in self._made:
+                    continue
+                try:
+                    st = current.lstat()
+                except FileNotFoundError:
+                    break  # the rest is created below
+                except OSError as exc:
+                    raise StoreError(f"cannot create folder {current}: {exc.strerror or exc}") from None
+                if stat.S_ISLNK(st.st_mode):
+                    raise UsageError(f"cannot write under {current}: it is a symlink, and dvx does not write "
+                                     "through links (remove it, or get into an empty folder)")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise UsageError(f"cannot create folder {current}: a file is in the way")
+                self._made.add(str(current))
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except FileExistsError:
                 raise UsageError(f"cannot create folder {folder}: a file is in the way") from None
+            except OSError as exc:
+                raise StoreError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
             self._made.add(key)
 
 
@@ -97,7 +122,12 @@ def checkout(
     """Write `files` under `dest`. `context` (e.g. "cifar@v3") names the version in error messages."""
     root = Path(dest)
     resuming = root.exists()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"cannot write into {root}: it is a file") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create folder {root}: {exc.strerror or exc}") from None
     folders = _FolderMaker(root)
     base_mode = 0o444 if read_only else 0o666 & ~_umask()
 
@@ -142,8 +172,12 @@ def checkout(
         digest = xxhash.xxh3_128()
         try:
             copy_into_part(entry, part, digest)
-        except IntegrityError:
-            part.unlink(missing_ok=True)  # damaged data: nothing worth resuming from
+        except (IntegrityError, NotFoundError):
+            part.unlink(missing_ok=True)  # damaged or missing data: nothing worth resuming from
+            raise
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                part.unlink(missing_ok=True)
             raise
         if digest.hexdigest() != entry.digest:
             part.unlink(missing_ok=True)
@@ -197,6 +231,8 @@ def checkout(
                 write_large(entry, target, mode)
         except IntegrityError as exc:
             raise IntegrityError(f"{context}: file {entry.path}: {exc}") from None
+        except NotFoundError as exc:  # a pack missing or cut short
+            raise NotFoundError(f"{context}: file {entry.path}: {exc}") from None
         except IsADirectoryError:
             raise UsageError(f"cannot write {target}: a folder is in the way") from None
         except OSError as exc:
@@ -213,7 +249,7 @@ def checkout(
         try:
             stream = chunk_store.read_chunks([ref for e in small for ref in e.chunks])
             contents = [verified_content(e, [next(stream) for _ in e.chunks]) for e in small]
-        except IntegrityError:
+        except (IntegrityError, NotFoundError):
             contents = None  # redo file by file below, so the error names the damaged file
         prepared = dict(zip((id(e) for e in small), contents)) if contents is not None else {}
         for entry in batch:
@@ -232,8 +268,11 @@ def checkout(
     for entry in (f for f in files if f.link is not None):
         target = root / entry.path
         folders.ensure(target.parent)
-        if target.is_symlink() or target.exists():
-            if target.is_dir() and not target.is_symlink():
-                raise UsageError(f"cannot create link {target}: a folder is in the way")
-            target.unlink()
-        os.symlink(entry.link, target)
+        try:
+            if target.is_symlink() or target.exists():
+                if target.is_dir() and not target.is_symlink():
+                    raise UsageError(f"cannot create link {target}: a folder is in the way")
+                target.unlink()
+            os.symlink(entry.link, target)
+        except OSError as exc:
+            raise StoreError(f"cannot create link {target}: {exc.strerror or exc}") from None

@@ -8,6 +8,8 @@ Chunks name their pack by position in the manifest's ``packs`` list (docs/storag
 from __future__ import annotations
 
 import posixpath
+import re
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -15,6 +17,7 @@ import xxhash
 import zstandard
 
 from dvx.chunks import ChunkRef
+from dvx.chunks.codec import CODEC_NAMES, MAX_CHUNK_SIZE, MAX_STORED_SIZE
 from dvx.errors import IntegrityError, UsageError
 
 FORMAT_VERSION = 2
@@ -22,6 +25,16 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 EMPTY_DIGEST = xxhash.xxh3_128_hexdigest(b"")
 KINDS = ("dataset", "model")
+HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX_RUN = re.compile(r"[0-9a-f]*")
+# Decompressed manifests are bounded before anything is allocated: at most MAX_MANIFEST_RATIO times the
+# stored size (at least MANIFEST_RATIO_FLOOR), and never more than MAX_MANIFEST_BYTES. Real manifests
+# compress 2-120x (the worst case: a folder of empty files); a zstd frame can declare any size.
+MAX_MANIFEST_BYTES = 4 << 30
+MANIFEST_RATIO_FLOOR = 1 << 20
+MAX_MANIFEST_RATIO = 1000
+# Symlink chains are followed this many hops when checking that they stay inside (Linux's ELOOP limit).
+_MAX_LINK_HOPS = 40
 
 
 class FileEntry(msgspec.Struct, kw_only=True):
@@ -120,33 +133,80 @@ def manifest_key(manifest_id: str) -> str:
 
 
 def validate_path(path: str) -> str:
-    """Dataset paths: relative, '/'-separated, normalised, no '.'/'..' parts, no NUL, valid Unicode."""
+    """Dataset paths: relative, '/'-separated, normalised, no '.'/'..' parts, no NUL, valid Unicode, and
+    portable: no backslash and no drive letter, which Windows would read as separators or a root."""
     if not path or path[0] == "/" or "\x00" in path:
-        raise UsageError(f"invalid path in dataset: {path!r} (must be relative, non-empty, without NUL)")
+        raise UsageError(f"invalid path in dataset: {_shown(path)} (must be relative, non-empty, without NUL)")
     if "." in path or "//" in path or path[-1] == "/":
         wrapped = f"/{path}/"
         if "/./" in wrapped or "/../" in wrapped or "//" in wrapped:
-            raise UsageError(f"invalid path in dataset: {path!r} (no empty, '.' or '..' parts)")
+            raise UsageError(f"invalid path in dataset: {_shown(path)} (no empty, '.' or '..' parts)")
+    if "\\" in path:
+        raise UsageError(f"invalid path in dataset: {_shown(path)} (no backslashes: Windows reads them as "
+                         "folder separators; rename the file)")
+    if path[1:2] == ":" and path[0].isascii() and path[0].isalpha():
+        raise UsageError(f"invalid path in dataset: {_shown(path)} (starts with a drive letter, which Windows "
+                         "reads as an absolute path; rename it)")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"path {path!r} is not valid Unicode; rename it to add it") from None
+        raise UsageError(f"path {_shown(path)} is not valid Unicode; rename it to add it") from None
     return path
 
 
+def _shown(text: str, limit: int = 120) -> str:
+    """repr() of user-supplied text, cut short so an error stays one readable line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
 def validate_link(path: str, target: str) -> str:
-    """A symlink is kept only when its target is relative and stays inside the dataset."""
+    """A symlink is kept only when its target is relative, portable and stays inside the dataset."""
+    if not target:
+        raise UsageError(f"symlink {path} has an empty target")
     if target.startswith("/") or "\x00" in target:
-        raise UsageError(f"symlink {path} -> {target} points outside the dataset (absolute target)")
+        raise UsageError(f"symlink {path} -> {_shown(target)} points outside the dataset (absolute target)")
+    if "\\" in target or (target[1:2] == ":" and target[0].isascii() and target[0].isalpha()):
+        raise UsageError(f"symlink {path} -> {_shown(target)} has a backslash or drive letter, which Windows "
+                         "reads as a separator or an absolute path")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
-        raise UsageError(f"symlink {path} -> {target} points outside the dataset")
+    if resolved == ".." or resolved.startswith(("../", "/")):
+        raise UsageError(f"symlink {path} -> {_shown(target)} points outside the dataset")
     return target
 
 
+def check_link_chains(links: dict[str, str]) -> None:
+    """Links that each stay inside lexically can still climb out together: with `d/up -> ..`, the link
+    `d/out -> up/..` resolves through `up` to the dataset root and then above it. Follow every link
+    through the others (`links`: path → target) the way the OS will, and refuse any that leaves."""
+    for path, target in links.items():
+        where = path.split("/")[:-1]
+        pending = target.split("/")
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not where:
+                    raise UsageError(f"symlink {path} -> {_shown(target)} points outside the dataset "
+                                     "(through other links)")
+                where.pop()
+                continue
+            where.append(part)
+            inner = links.get("/".join(where))
+            if inner is not None:
+                hops += 1
+                if hops > _MAX_LINK_HOPS:  # a loop: the OS stops it (ELOOP), nothing escapes
+                    break
+                where.pop()
+                pending[:0] = inner.split("/")
+
+
 def validate_files(files: list[FileEntry]) -> None:
-    """Every path valid and unique, links contained, and no entry nested under a file or link."""
+    """Every path valid and unique, links contained (alone and through each other), and no entry
+    nested under a file or link."""
     seen: set[str] = set()
+    links: dict[str, str] = {}
     for entry in files:
         validate_path(entry.path)
         if entry.path in seen:
@@ -154,11 +214,14 @@ def validate_files(files: list[FileEntry]) -> None:
         seen.add(entry.path)
         if entry.link is not None:
             validate_link(entry.path, entry.link)
+            links[entry.path] = entry.link
     clashes = folders_of(seen) & seen
     if clashes:
         folder = min(clashes)
         nested = min(p for p in seen if p.startswith(folder + "/"))
         raise UsageError(f"path {nested} lies under {folder}, which is a file or link")
+    if links:
+        check_link_chains(links)
 
 
 def folders_of(paths) -> set[str]:
@@ -217,26 +280,93 @@ def _wire_files(files: list[FileEntry], pack_index: dict[str, int]) -> list[_Wir
     return wire
 
 
+class _Malformed(Exception):
+    """A structural problem in a decoded manifest; decode_manifest reports it as an IntegrityError."""
+
+
+# Chunk offsets are u64 in the pack format; reads take a signed 64-bit file offset.
+_MAX_OFFSET = (1 << 63) - 1 - MAX_STORED_SIZE
+
+
+def _check_columns(files: list[_WireFile], npacks: int) -> None:
+    """Bounds of every file's chunk columns, checked a column at a time over all files (in C: per-file
+    checks would slow down decoding a million-file manifest by half)."""
+    columns = [f.chunks for f in files if f.chunks is not None]
+    for c in columns:
+        count = len(c.packs)
+        if (len(c.ids) != 32 * count or len(c.offsets) != count or len(c.lengths) != count
+                or len(c.sizes) != count or len(c.codecs) != count):
+            raise _Malformed("has malformed chunk columns (of different lengths)")
+
+    def column(name: str) -> list[int]:
+        return list(chain.from_iterable(getattr(c, name) for c in columns))
+
+    if not _HEX_RUN.fullmatch("".join(c.ids for c in columns)):
+        raise _Malformed("has a chunk id that is not 32 lowercase hex digits")
+    if (packs := column("packs")) and (min(packs) < 0 or max(packs) >= npacks):
+        raise _Malformed("names a pack it does not list")
+    if (lengths := column("lengths")) and (min(lengths) < 0 or max(lengths) > MAX_STORED_SIZE):
+        raise _Malformed(f"has a chunk stored length out of bounds (0..{MAX_STORED_SIZE})")
+    if (sizes := column("sizes")) and (min(sizes) < 0 or max(sizes) > MAX_CHUNK_SIZE):
+        raise _Malformed(f"has a chunk raw length out of bounds (0..{MAX_CHUNK_SIZE})")
+    if not set(column("codecs")) <= CODEC_NAMES.keys():
+        raise _Malformed("has a chunk with an unknown codec")
+
+
 def _chunk_refs(columns: _WireChunks | None, packs: list[str], ends: list[int]) -> list[ChunkRef]:
-    """Inverse of the column encoding in `_wire_files` (`ends` carries over from file to file)."""
+    """Inverse of the column encoding in `_wire_files` (`ends` carries over from file to file); the
+    columns have passed `_check_columns`."""
     if columns is None:
         return []
-    count = len(columns.packs)
-    if (len(columns.ids) != 32 * count or len(columns.offsets) != count or len(columns.lengths) != count
-            or len(columns.sizes) != count or len(columns.codecs) != count):
-        raise IndexError("chunk columns of different lengths")
     refs = []
     ids = columns.ids
-    for start, index, delta, length, size, codec in zip(range(0, 32 * count, 32), columns.packs, columns.offsets,
+    for start, index, delta, length, size, codec in zip(range(0, len(ids), 32), columns.packs, columns.offsets,
                                                         columns.lengths, columns.sizes, columns.codecs):
-        if index < 0:
-            raise IndexError(index)
         offset = ends[index] + delta
-        if offset < 0 or length < 0:
-            raise IndexError(offset)
+        if not 0 <= offset <= _MAX_OFFSET:
+            raise _Malformed(f"has a chunk offset out of bounds ({offset})")
         ends[index] = offset + length
         refs.append(ChunkRef(ids[start:start + 32], packs[index], offset, length, size, codec))
     return refs
+
+
+def _chunk_rows(rows: list[tuple[str, int, int, int, int, int]], packs: list[str]) -> list[ChunkRef]:
+    """Format 1's chunk rows, bounds-checked like the columns of format 2."""
+    refs = []
+    for cid, index, offset, length, size, codec in rows:
+        if not HEX32.fullmatch(cid):
+            raise _Malformed("has a chunk id that is not 32 lowercase hex digits")
+        if not 0 <= index < len(packs):
+            raise _Malformed("names a pack it does not list")
+        if (not 0 <= length <= MAX_STORED_SIZE or not 0 <= size <= MAX_CHUNK_SIZE or codec not in CODEC_NAMES
+                or not 0 <= offset <= _MAX_OFFSET):
+            raise _Malformed("has a chunk offset, length or codec out of bounds")
+        refs.append(ChunkRef(cid, packs[index], offset, length, size, codec))
+    return refs
+
+
+def _decompress_manifest(stored: bytes, manifest_id: str) -> bytes:
+    """The manifest's JSON, never more than the bound of `stored`'s size, checked before allocating."""
+    limit = min(MAX_MANIFEST_BYTES, max(MANIFEST_RATIO_FLOOR, MAX_MANIFEST_RATIO * len(stored)))
+    try:
+        declared = zstandard.frame_content_size(stored)
+        if declared > limit:
+            raise IntegrityError(f"manifest {manifest_id} is damaged (it declares {declared} bytes, more than "
+                                 f"the {limit} allowed for its stored size)")
+        dctx = zstandard.ZstdDecompressor()
+        if declared >= 0:  # dvx writes the size: one allocation of exactly that much
+            return dctx.decompress(stored, max_output_size=declared)
+        parts, total = [], 0
+        with dctx.stream_reader(stored) as reader:
+            while part := reader.read(1 << 20):
+                total += len(part)
+                if total > limit:
+                    raise IntegrityError(f"manifest {manifest_id} is damaged (it expands beyond the {limit} "
+                                         "bytes allowed for its stored size)")
+                parts.append(part)
+        return b"".join(parts)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"manifest {manifest_id} is damaged ({exc})") from None
 
 
 def compress_manifest(data: bytes) -> bytes:
@@ -244,11 +374,10 @@ def compress_manifest(data: bytes) -> bytes:
 
 
 def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
-    """Decompress, check the id, check the format version, validate every path."""
-    try:
-        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=1 << 34)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"manifest {manifest_id} is damaged ({exc})") from None
+    """Decompress (bounded), check the id and the format version, then check everything a reader will
+    rely on: ids are hex, chunk fields are within the pack format's bounds, a file's size is the sum of
+    its chunks, links have no content, and every path and link is valid (docs/storage-format.md)."""
+    data = _decompress_manifest(stored, manifest_id)
     if xxhash.xxh3_128_hexdigest(data) != manifest_id:
         raise IntegrityError(f"manifest {manifest_id} is damaged (content does not match its id)")
     try:
@@ -260,22 +389,32 @@ def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
         raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
     packs = wire.packs
     try:
-        if version == 1:
-            files = [
-                FileEntry(path=f.path, size=f.size, digest=f.digest, executable=f.executable, link=f.link,
-                          chunks=[ChunkRef(c[0], packs[c[1]], c[2], c[3], c[4], c[5]) for c in f.chunks])
-                for f in wire.files
-            ]
-        else:
-            ends = [0] * len(packs)
-            files = [
-                FileEntry(path=f.path, size=f.size, digest=f.digest, executable=f.executable, link=f.link,
-                          chunks=_chunk_refs(f.chunks, packs, ends))
-                for f in wire.files
-            ]
-    except IndexError:
-        raise IntegrityError(f"manifest {manifest_id} names a pack it does not list or has malformed chunk "
-                             "columns") from None
-    validate_files(files)
+        if wire.kind not in KINDS:
+            raise _Malformed(f"has an unknown kind {_shown(wire.kind)}")
+        if not all(HEX32.fullmatch(p) for p in packs) or not all(HEX32.fullmatch(p) for p in wire.parents):
+            raise _Malformed("lists a pack or parent id that is not 32 lowercase hex digits")
+        if version == 2:
+            _check_columns(wire.files, len(packs))
+        files = []
+        ends = [0] * len(packs)
+        for f in wire.files:
+            if version == 1:
+                chunks = _chunk_rows(f.chunks, packs)
+                total = sum(c.size for c in chunks)
+            else:
+                chunks = _chunk_refs(f.chunks, packs, ends)
+                total = sum(f.chunks.sizes) if f.chunks is not None else 0
+            if f.link is not None and (chunks or f.size):
+                raise _Malformed(f"gives the symlink {_shown(f.path)} content")
+            if f.size != total:
+                raise _Malformed(f"says {_shown(f.path)} has {f.size} bytes but its chunks hold {total}")
+            files.append(FileEntry(path=f.path, size=f.size, digest=f.digest, executable=f.executable,
+                                   link=f.link, chunks=chunks))
+    except _Malformed as exc:
+        raise IntegrityError(f"manifest {manifest_id} {exc}") from None
+    try:
+        validate_files(files)
+    except (UsageError, IntegrityError) as exc:  # a path or link rule: the stored document is at fault
+        raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
     return Manifest(kind=wire.kind, name=wire.name, parents=wire.parents, created=wire.created,
                     author=wire.author, message=wire.message, metadata=wire.metadata, files=files)

@@ -8,8 +8,8 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dvx.errors import NotFoundError, UsageError
-from dvx.manifests.model import validate_link, validate_path
+from dvx.errors import ConflictError, NotFoundError, UsageError
+from dvx.manifests.model import check_link_chains, validate_link, validate_path
 
 # Folders never swept into a dataset: dvx's own project state and git's.
 ALWAYS_SKIPPED_DIRS = frozenset({".dvx", ".git"})
@@ -41,11 +41,13 @@ def _excluded(rel: str, patterns: Iterable[str]) -> bool:
 
 
 def join_dataset_path(prefix: str, rel: str) -> str:
-    """`rel` is built from directory entries (no '/', '.', '..' or NUL parts), so only the prefix
-    and non-ASCII names need checking."""
+    """`rel` is built from directory entries (no '/', '.', '..' or NUL parts), so only the prefix, non-ASCII
+    names and the portability rules (no backslash, no drive letter) need checking."""
     prefix = prefix.strip("/")
     path = f"{prefix}/{rel}" if prefix else rel
-    return path if rel.isascii() and not prefix else validate_path(path)
+    if rel.isascii() and not prefix and "\\" not in rel and rel[1:2] != ":":
+        return path
+    return validate_path(path)
 
 
 def _entry(dataset_path: str, local: str, st: os.stat_result, link: str | None = None) -> ScannedFile:
@@ -81,6 +83,7 @@ def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = 
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{source} is neither a file nor a folder")
     stack = [(root, "")]
+    links: dict[str, str] = {}
     while stack:
         folder, rel_folder = stack.pop()
         try:
@@ -96,7 +99,41 @@ def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = 
                 if entry.name not in ALWAYS_SKIPPED_DIRS:
                     stack.append((entry.path, rel))
             elif stat.S_ISLNK(st.st_mode):
-                yield _link_entry(join_dataset_path(to, rel), entry.path, st, rel)
+                item = _link_entry(join_dataset_path(to, rel), entry.path, st, rel)
+                links[rel] = item.link
+                yield item
             elif stat.S_ISREG(st.st_mode):
                 yield _entry(join_dataset_path(to, rel), entry.path, st)
             # sockets, fifos and devices are not data: skipped
+    # Each link stays inside on its own; together they must too (`a -> ..` inside `d/`, then `d/b -> a/..`).
+    # Raised after the last item: callers collect the whole scan before storing anything.
+    if links:
+        check_link_chains(links)
+
+
+def changed_since_scan(files: Iterable[ScannedFile]) -> list[str]:
+    """Dataset paths of the regular files whose size, mtime, ctime or inode differ from what the scan
+    saw, or that are gone: called after reading them, so a file written to while it was read (a log
+    still growing, a checkpoint being saved) is reported instead of being stored torn."""
+    changed = []
+    for f in files:
+        if f.link is not None:
+            continue
+        try:
+            st = os.stat(f.local, follow_symlinks=False)
+        except OSError:
+            changed.append(f.path)
+            continue
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != (f.size, f.mtime_ns, f.ctime_ns, f.inode):
+            changed.append(f.path)
+    return changed
+
+
+def ensure_unchanged_since_scan(files: Iterable[ScannedFile]) -> None:
+    """Raise ConflictError (exit 4) naming the files that changed while they were being read, so none is
+    stored torn; the caller must not record what it read (draft, stat cache)."""
+    changed = changed_since_scan(files)
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ConflictError(f"{shown} changed while being added (still being written?); nothing was added: "
+                            "add again once the writing has finished")
