@@ -232,8 +232,6 @@ def test_a_hostile_manifest_is_refused_and_nothing_is_written(case: str, base: d
     assert (tmp_path / "good" / "a.txt").read_text() == "alpha\n"
 
 
-@pytest.mark.xfail(strict=True, reason="dvx/chunks/cache.py: ChunkCache.get/contains/put build a path from "
-                   "the chunk id unchecked; get() then deletes the file it finds there when its hash differs")
 def test_the_chunk_cache_never_touches_files_outside_itself(tmp_path: Path, isolated):
     """Defence in depth: decode_manifest refuses non-hex chunk ids (above), but the chunk cache, which
     names its files by chunk id, must not open or delete <cache>/chunks/<id[:2]>/<id> for an id such as
@@ -431,27 +429,19 @@ def test_name_rules_count_slashes_as_stored():
 
 # -- dvx.toml ---------------------------------------------------------------------------------------------
 
-_CONFIG_FIX = ("needs a dvx.toml check in dvx/api/config.py (see the reliability report): "
-               "types of [store]/[cache]/[transfer], format_version, file named in every error")
 MALFORMED_TOML = [
     pytest.param(b'format_version = 1\n[store\nurl = "x"\n', id="syntax"),
     pytest.param(b'[stores]\nx = 1\n', id="stores-entry-not-a-table"),
-    pytest.param(b'\xff\xfe[store]\n', id="not-utf8", marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'[store]\nurl = 5\n', id="url-not-a-string",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'[store]\nurl = ""\n', id="url-empty", marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'store = "x"\n', id="store-not-a-table", marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'transfer = 5\n', id="transfer-not-a-table",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'[transfer]\njobs = "many"\n', id="jobs-not-a-number",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'[cache]\nmax_size = "lots"\n', id="cache-size-invalid",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'[cache]\nmax_size = -5\n', id="cache-size-negative",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'cache = [1, 2]\n', id="cache-not-a-table", marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
-    pytest.param(b'format_version = 99\n', id="format-version-from-the-future",
-                 marks=pytest.mark.xfail(strict=True, reason=_CONFIG_FIX)),
+    pytest.param(b'\xff\xfe[store]\n', id="not-utf8"),
+    pytest.param(b'[store]\nurl = 5\n', id="url-not-a-string"),
+    pytest.param(b'[store]\nurl = ""\n', id="url-empty"),
+    pytest.param(b'store = "x"\n', id="store-not-a-table"),
+    pytest.param(b'transfer = 5\n', id="transfer-not-a-table"),
+    pytest.param(b'[transfer]\njobs = "many"\n', id="jobs-not-a-number"),
+    pytest.param(b'[cache]\nmax_size = "lots"\n', id="cache-size-invalid"),
+    pytest.param(b'[cache]\nmax_size = -5\n', id="cache-size-negative"),
+    pytest.param(b'cache = [1, 2]\n', id="cache-not-a-table"),
+    pytest.param(b'format_version = 99\n', id="format-version-from-the-future"),
 ]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import xxhash
 
-from dvx.errors import IntegrityError
+from dvx.errors import IntegrityError, NotFoundError
 from dvx.locks import FileLock, LockTimeout
 
 _FORMAT_VERSION = 1
@@ -106,8 +106,8 @@ class CheckoutCache:
             tmp = self.entries / f".tmp-{key}"
             try:
                 build(tmp)
-            except IntegrityError:
-                remove_tree(tmp)  # damaged data: nothing worth resuming from
+            except (IntegrityError, NotFoundError):
+                remove_tree(tmp)  # damaged or missing data: nothing worth resuming from
                 raise
             tmp.mkdir(exist_ok=True)
             os.rename(tmp, target)

@@ -95,9 +95,41 @@ def find_project(start: Path) -> Path | None:
 def read_project_file(project_dir: Path) -> dict:
     path = project_dir / PROJECT_FILE
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        project = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    check_project(project, path)
+    return project
+
+
+def check_project(project: dict, path: Path) -> None:
+    """dvx.toml's shape: a format this dvx reads, tables where tables go, values of the right type."""
+    version = project.get("format_version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise UsageError(f"{path}: format_version {version!r} is not supported by this dvx (it reads 1)")
+    for table in ("store", "stores", "cache", "transfer"):
+        if not isinstance(project.get(table, {}), dict):
+            raise UsageError(f"{path}: {table} must be a table ([{table}])")
+    url = project.get("store", {}).get("url")
+    if url is not None and (not isinstance(url, str) or not url.strip()):
+        raise UsageError(f"{path}: [store] url must be a non-empty string")
+    cache = project.get("cache", {})
+    for key in ("max_size", "chunk_max_size"):
+        if key in cache:
+            value = cache[key]
+            try:
+                size = parse_size(value) if not isinstance(value, bool) else -1
+            except UsageError:
+                size = -1
+            if size < 0:
+                raise UsageError(f"{path}: [cache] {key} = {value!r} is not a size (write e.g. \"20GiB\")")
+    if not isinstance(cache.get("chunks_on_get", False), bool):
+        raise UsageError(f"{path}: [cache] chunks_on_get must be true or false")
+    jobs = project.get("transfer", {}).get("jobs")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise UsageError(f"{path}: [transfer] jobs must be a whole number of at least 1")
 
 
 def default_author() -> str:

@@ -42,7 +42,11 @@ class Resolved:
 def resolve(repo: Repo, ref: str, kind: str = "dataset") -> Resolved:
     """A bare NAME that the project pins means the pinned version (NAME@latest is the latest)."""
     record = resolve_record(repo, ref, kind)
-    return Resolved(record, repo.read_manifest(record.manifest))
+    try:
+        manifest = repo.read_manifest(record.manifest)
+    except (IntegrityError, NotFoundError) as exc:
+        raise type(exc)(f"{record.ref}: {exc}") from None
+    return Resolved(record, manifest)
 
 
 def resolve_record(repo: Repo, ref: str, kind: str = "dataset") -> VersionRecord:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 import time
 import uuid
@@ -38,6 +39,9 @@ _EVICT_TO = 0.9  # eviction stops at this fraction of the limit, so the next wri
 _LIST_FROM = 256  # present(): from this many ids on, list sub-folders instead of one stat per id
 MAX_PENDING = 64 << 20  # bytes waiting to be written, per process and cache folder
 _EXIT_FLUSH_SECONDS = 30.0
+
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
 class ChunkCache:
@@ -58,6 +62,8 @@ class ChunkCache:
         return self.root.is_dir() or _writer(self.root, create=False) is not None
 
     def contains(self, cid: str) -> bool:
+        if not _HEX32.fullmatch(cid):
+            return False
         writer = _writer(self.root, create=False)
         if writer is not None and writer.pending_data(cid) is not None:
             return True
@@ -81,6 +87,8 @@ class ChunkCache:
 
     def get(self, cid: str, size: int) -> bytes | None:
         """The chunk's bytes if cached and intact (`size` is its raw length); None otherwise."""
+        if not _HEX32.fullmatch(cid):
+            return None
         writer = _writer(self.root, create=False)
         if writer is not None:
             data = writer.pending_data(cid)
@@ -114,7 +122,7 @@ class ChunkCache:
     def put_later(self, cid: str, data: bytes | memoryview) -> bool:
         """Queue a verified chunk for the background writer; False if it won't be cached (too much is
         already waiting, or the cache is off)."""
-        if self.max_bytes <= 0 or len(data) > self.max_bytes:
+        if self.max_bytes <= 0 or len(data) > self.max_bytes or not _HEX32.fullmatch(cid):
             return False
         return _writer(self.root, create=True).add(self, cid, data)
 
@@ -126,7 +134,7 @@ class ChunkCache:
     def put(self, cid: str, data: bytes | memoryview) -> None:
         """Write a chunk whose id the caller has verified, now. Never raises: a cache that can't be
         written (full disk, read-only folder) only costs speed."""
-        if self.max_bytes <= 0 or len(data) > self.max_bytes:
+        if self.max_bytes <= 0 or len(data) > self.max_bytes or not _HEX32.fullmatch(cid):
             return
         folder = os.path.join(self.root, cid[:2])
         target = os.path.join(folder, cid)

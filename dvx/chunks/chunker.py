@@ -85,7 +85,7 @@ class Chunker:
         while True:
             # Size the buffer to what is left (+1 to notice a file that grew): small files cost
             # small buffers, and views into them may stay alive in the hashing batches.
-            wanted = min(block_size, max(remaining, 0) + 1)
+            wanted = min(block_size, remaining + 1) if remaining > 0 else block_size
             buffer = _buffer(len(tail) + wanted)
             buffer[: len(tail)] = tail
             filled = len(tail)
