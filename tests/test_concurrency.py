@@ -9,7 +9,7 @@ Each process runs dvx's own CLI entry point (dvx.cli.main.main) after a barrier:
 its preparation (imports, `create` and `add` for a writer), then waits until all of them are ready, so
 the commits and tag moves really collide instead of being spread out by Python's start-up time.
 
-docs/reliability-faults.md states these guarantees and the counts."""
+docs/reliability.md states these guarantees and the counts."""
 
 from __future__ import annotations
 

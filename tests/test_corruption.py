@@ -4,7 +4,7 @@ object) naming the version and the file; `get --glob` of the unaffected files st
 no partially written output file is left in place (the output folder holds only complete, correct
 files, and no `.dvx-part`). `dvx verify` reporting is tested in tests/test_verify.py.
 
-docs/reliability-faults.md states these guarantees."""
+docs/reliability.md states these guarantees."""
 
 from __future__ import annotations
 

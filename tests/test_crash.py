@@ -10,7 +10,7 @@ end of a whole run (stratified, so kills spread over everything the command does
     DVX_CRASH_SEEDS=7,12 DVX_CRASH_WINDOW=0.15,1.2 pytest tests/test_crash.py
 (the failure message prints the seed, the kill time and the window).
 
-docs/reliability-faults.md states these guarantees and the counts."""
+docs/reliability.md states these guarantees and the counts."""
 
 from __future__ import annotations
 
@@ -254,8 +254,6 @@ def test_add_and_commit_killed_anywhere_lose_nothing_and_resume(tmp_path: Path, 
         assert partial_resumes >= 1, f"no kill landed while packs were being written: {dict(phases)}"
 
 
-@pytest.mark.xfail(strict=True, reason="dvx/api/datasets.py: a commit killed after its version record is written "
-                                       "but before the draft is deleted makes a second, identical version on re-run")
 def test_a_commit_killed_after_its_version_is_not_repeated(tmp_path: Path, isolated, monkeypatch):
     """The narrow window the random kills rarely hit: the version record is written, then the process
     dies before closing the draft. Running `commit` again must not make a second version."""

@@ -5,7 +5,7 @@ dvx.toml files. The manifest decoder, the pack footer parser and the chunk codec
 Hypothesis: they return something valid or raise IntegrityError/UsageError, never another exception,
 never hang, and never allocate more than a bound (measured with tracemalloc).
 
-docs/reliability-faults.md states these guarantees."""
+docs/reliability.md states these guarantees."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ VICTIM_ID = "../victim-" + "x" * 22
 FUZZ = {"deadline": timedelta(seconds=5),
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
                                   HealthCheck.function_scoped_fixture]}
-# Examples per fuzz test (docs/reliability-faults.md reports their sum).
+# Examples per fuzz test (docs/reliability.md reports their sum).
 FUZZ_EXAMPLES = 300
 
 

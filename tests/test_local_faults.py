@@ -11,7 +11,7 @@ How faults are injected, chosen at run time so that every test runs everywhere:
   os.mkdir/os.link/… wrapped so that writes under one folder fail with ENOSPC after N bytes, or every
   write there fails with EACCES. No LD_PRELOAD: plain Python, so it works on any CI runner.
 
-docs/reliability-faults.md states these guarantees and the counts."""
+docs/reliability.md states these guarantees and the counts."""
 
 from __future__ import annotations
 
@@ -435,7 +435,7 @@ def test_a_file_appended_to_during_add_is_reported_not_stored_torn(tmp_path: Pat
     Passes once dvx/api/datasets.py store_scanned calls ensure_unchanged_since_scan(to_read) right after
     chunk_store.ingest(...) (before the stat cache records anything). The appends start when the add
     begins storing (its first upload file appears) and come every 20 ms: faster appends would meet the
-    chunker's slow path for growing files (see docs/reliability-faults.md)."""
+    chunker's slow path for growing files (see docs/reliability.md)."""
     src = write_tree(tmp_path / "src", {"steady.bin": os.urandom(1 << 20)})
     log = src / "growing.log"
     log.write_bytes(os.urandom(24 << 20))
@@ -466,9 +466,6 @@ def test_a_file_appended_to_during_add_is_reported_not_stored_torn(tmp_path: Pat
     assert read_tree(dvx.get("ds", tmp_path / "out")) == read_tree(src)
 
 
-@pytest.mark.xfail(strict=True, reason="dvx/fs/local.py: an OSError while writing a store object (_LocalUpload.write/"
-                                       "commit, _write_tmp) is not wrapped, so the line says only 'No space left on "
-                                       "device', without the store")
 def test_a_full_store_is_named_in_the_error(tmp_path: Path, isolated):
     src = write_tree(tmp_path / "src", {"a.bin": os.urandom(100_000)})
     run_dvx("dataset", "create", "ds")
@@ -477,8 +474,6 @@ def test_a_full_store_is_named_in_the_error(tmp_path: Path, isolated):
     one_error_line(proc, EXIT_STORE, "No space left on device", str(isolated["store"]))
 
 
-@pytest.mark.xfail(strict=True, reason="dvx/fs/local.py _LocalUpload.abort: close() flushes into the full disk, "
-                                       "raises, and the unlink of the temporary pack is skipped")
 def test_a_failed_add_gives_the_space_back(faults: Faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """After an add stopped by a full store, no temporary pack is left in the store's .dvx-tmp/ holding
     the space the user has to free."""

@@ -20,6 +20,7 @@ from dvx.manifests import Change, parse_part, select_files, summarise
 
 if TYPE_CHECKING:
     from dvx.api.checks import CheckReport
+    from dvx.api.garbage import DeleteResult, GcReport
     from dvx.api.integrity import VerifyReport
     from dvx.api.lineage_graph import LineageGraph
     from dvx.api.pinning import Pin
@@ -31,6 +32,7 @@ _LAZY = {
     "LineageEdge": "lineage_graph", "LineageGraph": "lineage_graph", "LineageNode": "lineage_graph",
     "FetchedModel": "models", "Model": "models", "ModelVersion": "models",
     "Pin": "pinning",
+    "DeleteResult": "garbage", "GcReport": "garbage",
     "PinStatus": "workspace", "PullResult": "workspace",
     "Problem": "integrity", "VerifyReport": "integrity", "VersionCheck": "integrity",
 }
@@ -43,9 +45,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "FetchedModel", "FileInfo", "LineageEdge", "LineageGraph",
+    "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "DeleteResult", "FetchedModel", "FileInfo", "GcReport", "LineageEdge", "LineageGraph",
     "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "Problem", "PullResult", "Repo", "VerifyReport", "Version", "VersionCheck", "check", "datasets", "diff",
-    "drafts", "fetch", "files", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "verify", "version",
+    "drafts", "fetch", "files", "gc", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "verify", "version",
 ]
 
 
@@ -227,6 +229,31 @@ def verify(refs: Sequence[str] | str = (), *, kind: str | None = None, mode: str
     try:
         return run_verify(repo, [refs] if isinstance(refs, str) else builtins.list(refs), kind=kind, mode=mode,
                           sample_percent=sample_percent, seed=seed, progress=progress)
+    finally:
+        repo.close()
+
+
+def gc(*, grace: float | str = "24h", dry_run: bool = False, now: float | None = None,
+       store: str | None = None) -> GcReport:
+    """Delete stored data no version references, in two runs at least `grace` apart (docs/reliability.md).
+    `now` (seconds since the epoch) replaces the clock, for tests."""
+    from dvx.api.garbage import collect_garbage
+
+    repo = Repo(store=store)
+    try:
+        return collect_garbage(repo, grace=grace, dry_run=dry_run, now=now)
+    finally:
+        repo.close()
+
+
+def delete(ref: str, *, kind: str = "dataset", all_versions: bool = False, force: bool = False,
+           message: str = "", store: str | None = None) -> DeleteResult:
+    """Delete a version (all_versions: every version of NAME); ConflictError while others depend on it, unless force."""
+    from dvx.api.garbage import delete_versions
+
+    repo = Repo(store=store)
+    try:
+        return delete_versions(repo, ref, kind=kind, all_versions=all_versions, force=force, message=message)
     finally:
         repo.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,9 +13,11 @@ from urllib.parse import quote
 
 import msgspec
 
+from dvx.api.garbage import DataCollectedError, Lease, parent_pack_keys
 from dvx.api.model import AddResult, CommitResult, Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
+from dvx.chunks import ChunkStore
 from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.locks import FileLock
@@ -24,11 +27,16 @@ from dvx.manifests import (
     FileEntry,
     Manifest,
     ScannedFile,
+    StatCache,
+    compress_manifest,
     diff_files,
+    encode_manifest,
     folders_of,
+    manifest_key,
     scan,
     validate_path,
 )
+from dvx.manifests.scan import ensure_unchanged_since_scan
 from dvx.refs import VersionRecord, check_name, check_tag, now_iso
 
 DRAFT_FORMAT_VERSION = 2
@@ -50,6 +58,12 @@ class DraftState(msgspec.Struct, kw_only=True):
     # The draft is its parents' merged files plus these edits (small even for huge datasets).
     changed: list[FileEntry] = []
     removed: list[str] = []
+    # Set by the first attempt to commit (saved before anything is written): a re-run after a crash
+    # rebuilds the very same manifest, finds its version if it was made, and does not make another.
+    commit_created: str = ""
+    # Id of the draft's lease on the store (leases/<id>.json): the packs its changes use, so that garbage
+    # collection keeps them until the commit references them (dvx/api/garbage.py).
+    lease: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -222,6 +236,8 @@ class Dataset:
                 raise ConflictError(
                     f"a draft of {name!r} is already open; commit it (`dvx {kind} commit`) or discard it "
                     f"(`dvx {kind} discard {name}`)")
+            if draft.drafts.exists(name):
+                draft._release_lease(_load_quietly(draft.drafts, name))
             repo.chunk_store(create=True)
             state = DraftState(kind=kind, name=name, store_url=repo.settings.store_url,
                                parents=[r.manifest for r in records], parent_refs=[r.ref for r in records],
@@ -243,16 +259,40 @@ class Dataset:
         with self.drafts.locked(self.name):
             if not self.drafts.exists(self.name):
                 raise NotFoundError(f"no draft of {self.name!r} to discard")
+            self._release_lease(_load_quietly(self.drafts, self.name))
             self.drafts.delete(self.name)
 
     def state(self) -> DraftState:
         return self.drafts.load(self.name)
 
+    def _lease(self, state: DraftState) -> Lease:
+        """The draft's lease (its id is saved with the draft by the caller)."""
+        if not state.lease:
+            state.lease = uuid.uuid4().hex
+        return Lease(self.repo.store, state.lease, purpose="draft", by=self.repo.settings.author, kind=self.kind,
+                     name=self.name)
+
+    def _parent_packs(self, state: DraftState) -> set[str]:
+        return parent_pack_keys(self.repo, self.kind, state.parent_refs, state.parents)
+
+    def _release_lease(self, state: DraftState | None) -> None:
+        if state is not None and state.lease:
+            self._lease(state).release()
+
     # -- the draft's file view -------------------------------------------------------------------
     def base_files(self, state: DraftState | None = None) -> dict[str, FileEntry]:
         """The parents' files merged (first parent wins)."""
         state = state or self.state()
-        return _merge_parents([self.repo.read_manifest(p) for p in state.parents])
+        manifests = []
+        for index, parent in enumerate(state.parents):
+            try:
+                manifests.append(self.repo.read_manifest(parent))
+            except NotFoundError:
+                ref = state.parent_refs[index] if index < len(state.parent_refs) else parent
+                raise NotFoundError(
+                    f"the draft of {self.name} starts from {ref}, which was deleted and its data collected; "
+                    f"discard the draft (`dvx {self.kind} discard {self.name}`) and create it again") from None
+        return _merge_parents(manifests)
 
     def files(self, state: DraftState | None = None,
               base: dict[str, FileEntry] | None = None) -> dict[str, FileEntry]:
@@ -287,7 +327,8 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             files = self.files(state, base)
-            entries, result = store_scanned(self.repo, list(scanned.values()), files, progress, started)
+            entries, result = store_scanned(self.repo, list(scanned.values()), files, progress, started,
+                                            lease=self._lease(state), covered=self._parent_packs(state))
             _put_all(files, entries)
             self._save_files(state, base, files)
         return result
@@ -303,7 +344,8 @@ class Dataset:
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             before = self.files(state, base)
-            entries, _ = store_scanned(self.repo, scanned, before, progress, started)
+            entries, _ = store_scanned(self.repo, scanned, before, progress, started, lease=self._lease(state),
+                                       covered=self._parent_packs(state))
             after = {e.path: e for e in entries}
             self._save_files(state, base, after)
         return diff_files(before, after)
@@ -350,18 +392,29 @@ class Dataset:
                 record = latest
                 self._check_tags(record, tags, force_tags)
                 self._apply_tags(record, tags, force_tags)
+                self._release_lease(state)
                 self.drafts.delete(self.name)
                 return CommitResult(self._version(record), created=False)
             base = self.base_files(state)
             files = self.files(state, base)
             if not state.parents and not files and not allow_empty:
                 raise UsageError(f"the draft of {self.name} is empty; add files first (`dvx {self.kind} add PATH`)")
-            manifest = Manifest(kind=self.kind, name=self.name, parents=state.parents, created=now_iso(),
+            retry = bool(state.commit_created)
+            state.commit_created = state.commit_created or now_iso()
+            manifest = Manifest(kind=self.kind, name=self.name, parents=state.parents, created=state.commit_created,
                                 author=repo.settings.author, message=message if message is not None else state.message,
                                 metadata=state.metadata, files=list(files.values()))
             if tags:
                 self._check_tags(None, tags, force_tags)
-            record = write_version(repo, manifest, base, state.parent_refs, state.inputs, state.input_refs)
+            lease = self._lease(state)
+            self.drafts.save(state)  # the lease id and commit time, before anything is written
+            done = None
+            if retry:  # a commit killed after its version was made: find that version, don't make another
+                manifest_id, _ = encode_manifest(manifest)
+                done = next((r for r in reversed(refs.versions(self.name)) if r.manifest == manifest_id), None)
+            record = done or write_version(repo, manifest, base, state.parent_refs, state.inputs, state.input_refs,
+                                           lease=lease)
+            lease.release()
             self._apply_tags(record, tags, force_tags)
             self.drafts.delete(self.name)
         return CommitResult(self._version(record), created=True, stored_bytes=record.new_bytes)
@@ -386,13 +439,51 @@ class Dataset:
 
 
 def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileEntry],
-                  progress: ProgressFactory, scanned_at: float) -> tuple[list[FileEntry], AddResult]:
+                  progress: ProgressFactory, scanned_at: float, lease: Lease | None = None,
+                  covered: set[str] = frozenset()) -> tuple[list[FileEntry], AddResult]:
     """FileEntries for scanned files: reused when the stat cache says unchanged, else read and stored.
 
     `known` (the current files, e.g. a draft's) lets an unchanged file reuse its entry without decoding
-    the cached chunk list."""
+    the cached chunk list. With a `lease`, the packs the entries use are added to it and secured against
+    garbage collection, except `covered` ones (pack keys of live parent versions, checked again at
+    commit); content whose pack turns out to be gone (collected garbage that the index, the stat cache
+    or the draft still named) is stored again."""
     chunk_store = repo.chunk_store(create=True)
     cache = repo.stat_cache()
+    result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
+    entries: dict[str, FileEntry] = {}
+    read: set[str] = set()
+    gone: set[str] = set()  # pack ids found missing after the lease
+    todo = scanned
+    for _ in range(_STORE_ATTEMPTS):
+        got = _store_files(repo, chunk_store, cache, todo, known, progress, scanned_at, gone, result, read,
+                           check_hits=lease is None)
+        entries.update(got)
+        if lease is None:
+            break
+        keys = {pack_key(c.pack) for e in got.values() for c in e.chunks} - covered
+        lease.hold(keys)
+        missing = lease.secure(keys, check=keys)
+        if not missing:
+            break
+        lost = {key.rsplit("/", 1)[1].removesuffix(".pack") for key in missing}
+        gone |= lost
+        _forget_packs(chunk_store, lost)
+        todo = [f for f in scanned if any(c.pack in gone for c in entries[f.path].chunks)]
+    else:
+        raise DataCollectedError(f"stored data keeps disappearing from store {repo.store.url} while adding "
+                                 "(is a gc with a very short grace running?); re-add the files")
+    result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(read)
+    return [entries[f.path] for f in scanned], result
+
+
+_STORE_ATTEMPTS = 8
+
+
+def _store_files(repo: Repo, chunk_store: ChunkStore, cache: StatCache, scanned: list[ScannedFile],
+                 known: dict[str, FileEntry], progress: ProgressFactory, scanned_at: float, gone: set[str],
+                 result: AddResult, read: set[str], check_hits: bool) -> dict[str, FileEntry]:
+    """One pass of store_scanned: entries by path. Content in a pack of `gone` is stored again."""
     hits = cache.lookup(scanned)
     entries: dict[str, FileEntry] = {}
     pack_alive: dict[str, bool] = {}
@@ -407,7 +498,7 @@ def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileE
             continue
         current = known.get(f.path)
         if current is not None and current.digest == hit.digest and current.size == hit.size \
-                and current.link is None:
+                and current.link is None and not (gone and any(c.pack in gone for c in current.chunks)):
             entries[f.path] = current if current.executable == f.executable else FileEntry(
                 path=f.path, size=current.size, digest=current.digest, executable=f.executable,
                 chunks=current.chunks)
@@ -415,17 +506,18 @@ def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileE
         chunks = hit.chunks()
         for ref in chunks:
             if ref.pack not in pack_alive:
-                pack_alive[ref.pack] = repo.store.exists(pack_key(ref.pack))
+                # With a lease, store_scanned checks the packs after leasing them (and reads again if gone).
+                pack_alive[ref.pack] = ref.pack not in gone and (not check_hits or repo.store.exists(pack_key(ref.pack)))
         if all(pack_alive[c.pack] for c in chunks):
             entries[f.path] = FileEntry(path=f.path, size=hit.size, digest=hit.digest,
                                         executable=f.executable, chunks=chunks)
         else:
             to_read.append(f)
-    result = AddResult(files=len(scanned), bytes=sum(f.size for f in scanned))
     if to_read:
         total = sum(f.size for f in to_read)
         with progress(f"storing {len(to_read)} files", total) as advance:
             ingested, writer = chunk_store.ingest(((f, f.local) for f in to_read), progress=advance)
+        ensure_unchanged_since_scan(to_read)  # a file written to while read is not stored torn
         fresh = []
         for item in ingested:
             f = item.source
@@ -433,23 +525,64 @@ def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileE
                                         executable=f.executable, chunks=item.chunks)
             fresh.append((f, CachedContent(item.size, item.digest, item.chunks)))
         cache.record(fresh, since=scanned_at)
-        result.read_files, result.read_bytes = len(to_read), total
-        result.stored_bytes, result.packs = writer.stored_bytes, writer.packs_written
-    result.unchanged_files = sum(1 for f in scanned if f.link is None) - len(to_read)
-    return [entries[f.path] for f in scanned], result
+        read.update(f.path for f in to_read)
+        result.read_files, result.read_bytes = len(read), result.read_bytes + total
+        result.stored_bytes += writer.stored_bytes
+        result.packs += writer.packs_written
+    return entries
+
+
+def _forget_packs(chunk_store: ChunkStore, packs: set[str]) -> None:
+    """Drop chunks in `packs` (found missing) from the chunk store's in-memory index, so the next ingest
+    stores them again instead of pointing at the missing packs.
+    TODO(chunks owner): a ChunkStore.forget_packs(packs) method would keep this inside dvx/chunks."""
+    index = chunk_store.index()
+    for cid in [cid for cid, ref in index.items() if ref.pack in packs]:
+        del index[cid]
 
 
 def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], parent_refs: Sequence[str],
-                  inputs: Sequence[str] = (), input_refs: Sequence[str] = ()) -> VersionRecord:
-    """Store the manifest, then claim the next version number of its name (BRIEF §4 order)."""
+                  inputs: Sequence[str] = (), input_refs: Sequence[str] = (),
+                  lease: Lease | None = None) -> VersionRecord:
+    """Store the manifest, then claim the next version number of its name (BRIEF §4 order).
+
+    With a `lease`, first add the manifest and every pack it uses to the lease and secure them against
+    garbage collection; a pack that is gone (collected after the draft's lease lapsed, or with a
+    deleted parent) fails the commit with DataCollectedError naming the files to add again."""
     parent_chunks = {c.id for f in base.values() for c in f.chunks}
     new_chunks = {c.id: c.length for f in manifest.files for c in f.chunks if c.id not in parent_chunks}
-    manifest_id = repo.write_manifest(manifest)
+    manifest_id, data = encode_manifest(manifest)
+    key = manifest_key(manifest_id)
+    if lease is not None:
+        packs = {pack_key(c.pack) for f in manifest.files for c in f.chunks}
+        lease.hold(packs | {key})
+        missing = lease.secure(packs | {key}, check=packs, covered=lambda: parent_pack_keys(
+            repo, manifest.kind, parent_refs, manifest.parents))
+        if missing:
+            raise DataCollectedError(_collected_message(manifest, missing))
+    repo.store.put_create(key, compress_manifest(data))
     return repo.refs(manifest.kind).allocate(VersionRecord(
         name=manifest.name, version=0, manifest=manifest_id, created=manifest.created,
         author=manifest.author, message=manifest.message, files=len(manifest.files),
         bytes=manifest.total_size, parents=list(manifest.parents), parent_refs=list(parent_refs),
         inputs=list(inputs), input_refs=list(input_refs), new_bytes=sum(new_chunks.values())))
+
+
+def _collected_message(manifest: Manifest, missing: set[str]) -> str:
+    paths = [f.path for f in manifest.files if any(pack_key(c.pack) in missing for c in f.chunks)]
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    redo = ("re-add them (`dvx dataset add PATH...` reads them again from disk), then commit again"
+            if manifest.kind == "dataset" else "register the model again (`dvx model register` re-reads the files)")
+    return (f"cannot commit {manifest.name}: the stored content of {len(paths)} file(s) was garbage-collected "
+            f"(unreferenced for longer than the gc grace: its draft sat unused for over a day, or came from a "
+            f"deleted version): {shown}; {redo}")
+
+
+def _load_quietly(drafts: Drafts, name: str) -> DraftState | None:
+    try:
+        return drafts.load(name)
+    except (NotFoundError, UsageError):
+        return None
 
 
 def _with_default_name(ref: str, name: str) -> str:

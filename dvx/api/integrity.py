@@ -42,6 +42,7 @@ from dvx.chunks.store import MERGE_GAP, verify_chunk
 from dvx.errors import IntegrityError, NotFoundError, StoreError, UsageError
 from dvx.manifests import FileEntry
 from dvx.refs import VersionRecord, parse_ref
+from dvx.refs.store import VersionDeletedError
 
 MODES = ("exists", "full", "sample")
 KINDS = ("dataset", "model")
@@ -197,6 +198,9 @@ def _kind_of(repo: Repo, name: str, kind: str | None) -> str:
     for candidate in KINDS:
         if repo.refs(candidate).version_numbers(name):
             return candidate
+    for candidate in KINDS:  # only deleted versions: resolving says "was deleted"
+        if repo.refs(candidate).all_version_numbers(name):
+            return candidate
     for pin in load_pins(repo.settings):
         if pin.name == name:
             return pin.kind
@@ -219,6 +223,8 @@ def _ref_target(repo: Repo, ref: str, kind: str) -> _Target:
 def _pin_target(repo: Repo, pin: Pin) -> _Target:
     try:
         record = resolve_pin(repo, pin)
+    except VersionDeletedError as exc:
+        return _Target(pin.kind, pin.name, pin.version, error=str(exc))
     except NotFoundError:
         return _Target(pin.kind, pin.name, pin.version,
                        error=f"the pinned version (id {short(pin.id)}) is not in this store")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dvx.api.datasets import store_scanned, version_from_record, write_version
+from dvx.api.garbage import Lease, parent_pack_keys
 from dvx.api.model import Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
@@ -294,11 +295,18 @@ def register(repo: Repo, name: str, paths: Sequence[str | os.PathLike[str]], *, 
     base = {}
     for record in parents:
         base.update(repo.read_manifest(record.manifest).by_path())
-    entries, _ = store_scanned(repo, list(scanned.values()), base, progress, started)
-    manifest = Manifest(kind=KIND, name=name, parents=[r.manifest for r in parents], created=now_iso(),
-                        author=repo.settings.author, message=message, metadata=metadata_, files=entries)
-    record = write_version(repo, manifest, base, [r.ref for r in parents], [r.manifest for r in inputs],
-                           [r.ref for r in inputs])
+    # The packs stored here are unreferenced until the version record exists: announce them to gc.
+    lease = Lease.new(repo.store, purpose="register", by=repo.settings.author, kind=KIND, name=name)
+    try:
+        covered = parent_pack_keys(repo, KIND, [r.ref for r in parents], [r.manifest for r in parents])
+        entries, _ = store_scanned(repo, list(scanned.values()), base, progress, started, lease=lease,
+                                   covered=covered)
+        manifest = Manifest(kind=KIND, name=name, parents=[r.manifest for r in parents], created=now_iso(),
+                            author=repo.settings.author, message=message, metadata=metadata_, files=entries)
+        record = write_version(repo, manifest, base, [r.ref for r in parents], [r.manifest for r in inputs],
+                               [r.ref for r in inputs], lease=lease)
+    finally:
+        lease.release()
     if metrics_ or params_ or metadata_ or tags:
         def initial(notes: Annotations) -> dict:
             notes.metrics.update(metrics_)

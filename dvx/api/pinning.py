@@ -26,6 +26,7 @@ from dvx.api.config import PROJECT_FILE, Settings
 from dvx.api.repo import Repo
 from dvx.errors import NotFoundError, UsageError
 from dvx.refs import VersionRecord, check_name, parse_ref
+from dvx.refs.store import DeletedVersion, VersionDeletedError
 
 KIND_TABLES = {"dataset": "datasets", "model": "models"}
 _ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -135,10 +136,14 @@ def resolve_pin(repo: Repo, pin: Pin) -> VersionRecord:
     another version — e.g. a different store — is searched by id instead)."""
     refs = repo.refs(pin.kind)
     number = parse_ref(pin.version).version_number
-    if number in refs.version_numbers(pin.name):
-        record = refs.get_version(pin.name, number)
-        if record.manifest == pin.id:
+    numbers = refs.all_version_numbers(pin.name)
+    if number in numbers:
+        record = refs.get_record(pin.name, number)
+        if isinstance(record, VersionRecord) and record.manifest == pin.id:
             return record
+        if isinstance(record, DeletedVersion) and record.deleted_manifest == pin.id:
+            raise VersionDeletedError(record, what=f"pinned {pin.kind} {pin.version}",
+                                      hint=f"pin another version with `dvx pin {pin.name}@…`")
     for record in refs.versions(pin.name):
         if record.manifest == pin.id:
             return record

@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from dvx.api.garbage import Lease
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.chunks import copy_pack, init_config_like, load_config, stored_pack_ids
+from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.manifests import manifest_key
 from dvx.refs import VersionRecord, parse_ref
+from dvx.refs.store import DeletedVersion, VersionDeletedError
 
 
 @dataclass
@@ -39,7 +42,8 @@ class TransferResult:
 
 def _lineage(repo: Repo, refs: Sequence[str], kind: str) -> list[VersionRecord]:
     """The versions `refs` name (a bare NAME means all its versions) and all their ancestors,
-    oldest first within each name."""
+    oldest first within each name. Deleted versions are absent: naming one is an error, and an
+    ancestor that was deleted is left out (its descendants are complete without it)."""
     wanted: dict[tuple[str, int], VersionRecord] = {}
     todo: list[VersionRecord] = []
     for text in refs:
@@ -56,7 +60,11 @@ def _lineage(repo: Repo, refs: Sequence[str], kind: str) -> list[VersionRecord]:
         if (record.name, record.version) in wanted:
             continue
         wanted[(record.name, record.version)] = record
-        todo.extend(repo.resolve(parent, kind) for parent in record.parent_refs)
+        for parent in record.parent_refs:
+            try:
+                todo.append(repo.resolve(parent, kind))
+            except VersionDeletedError:
+                continue
     return [wanted[key] for key in sorted(wanted)]
 
 
@@ -78,6 +86,11 @@ def copy_versions(source: Repo, dest: Repo, refs: Sequence[str], *, kind: str = 
         data = src_refs.version_bytes(record.name, record.version)
         there = dst_refs.version_bytes(record.name, record.version)
         if there is not None and there != data:
+            here = dst_refs.get_record(record.name, record.version)
+            if isinstance(here, DeletedVersion):
+                raise ConflictError(f"{record.ref} was deleted in {dest.store.url} (by {here.deleted.by} at "
+                                    f"{here.deleted.at}); its number is not given out again, so it cannot be "
+                                    "copied back")
             raise ConflictError(f"{record.ref} already exists in {dest.store.url} and is a different version "
                                 f"(the two stores' histories of {record.name!r} have diverged)")
         record_bytes[record.ref] = (data, there is not None)
@@ -90,24 +103,70 @@ def copy_versions(source: Repo, dest: Repo, refs: Sequence[str], *, kind: str = 
     manifest_ids = list(dict.fromkeys(r.manifest for r in records))
     needed_packs = sorted({ref.pack for mid in manifest_ids for f in source.read_manifest(mid).files
                            for ref in f.chunks})
-    present = stored_pack_ids(dest.store)
-    missing = [p for p in needed_packs if p not in present]
-    result.packs_present = len(needed_packs) - len(missing)
-    with progress(f"copying {len(missing)} packs to {dest.store.url}", len(missing)) as advance:
-        def one(pack_id: str) -> int:
-            moved = copy_pack(source.store, dest.store, pack_id)
-            advance(1)
-            return moved
+    # Announce what the copied versions will reference, so a gc in the destination keeps it (packs it
+    # already holds may be unreferenced garbage there: dvx/api/garbage.py).
+    lease = Lease.new(dest.store, purpose="transfer", by=dest.settings.author, kind=kind,
+                      name=",".join(sorted({r.name for r in records})))
+    keys = {pack_key(p) for p in needed_packs} | {manifest_key(m) for m in manifest_ids}
+    lease.hold(keys)
+    try:
+        _copy_data(source, dest, lease, keys, needed_packs, manifest_ids, records, record_bytes, kind, result, jobs,
+                   progress)
+        _copy_refs(source, dest, records, record_bytes, kind, force_tags, result)
+    finally:
+        lease.release()
+    return result
 
-        workers = max(1, jobs or source.settings.jobs or 4)
-        with ThreadPoolExecutor(workers) as pool:
-            for moved in pool.map(one, missing):
-                result.bytes_copied += moved
-                result.packs_copied += 1
+
+def _copy_data(source: Repo, dest: Repo, lease: Lease, keys: set[str], needed_packs: list[str],
+               manifest_ids: list[str], records: list[VersionRecord], record_bytes: dict, kind: str,
+               result: TransferResult, jobs: int | None, progress: ProgressFactory) -> None:
+    """Packs the destination lacks, then the manifests. Once the lease is secured, the packs it already
+    held are checked too (they may have been garbage a gc was deleting); any gone is copied after all."""
+    present = stored_pack_ids(dest.store)
+    todo = [p for p in needed_packs if p not in present]
+    workers = max(1, jobs or source.settings.jobs or 4)
+    copied: set[str] = set()
+
+    def covered() -> set[str]:
+        """Packs of the versions the destination already holds, live, byte for byte: they stay."""
+        out: set[str] = set()
+        for record in records:
+            if record_bytes[record.ref][1] and isinstance(
+                    dest.refs(kind).get_record(record.name, record.version), VersionRecord):
+                out |= {pack_key(c.pack) for f in source.read_manifest(record.manifest).files for c in f.chunks}
+        return out
+
+    for _ in range(8):
+        if todo:
+            with progress(f"copying {len(todo)} packs to {dest.store.url}", len(todo)) as advance:
+                def one(pack_id: str) -> int:
+                    moved = copy_pack(source.store, dest.store, pack_id)
+                    advance(1)
+                    return moved
+
+                with ThreadPoolExecutor(workers) as pool:
+                    for pack_id, moved in zip(todo, pool.map(one, todo)):
+                        result.bytes_copied += moved
+                        copied.add(pack_id)
+        gone = lease.secure(keys, check={pack_key(p) for p in needed_packs}, covered=covered)
+        todo = sorted(k.rsplit("/", 1)[1].removesuffix(".pack") for k in gone)
+        if not todo:
+            break
+    else:
+        raise ConflictError(f"packs keep disappearing from {dest.store.url} while copying (is a gc with a very "
+                            "short grace running there?); try again")
+    result.packs_copied = len(copied)
+    result.packs_present = len(needed_packs) - len(copied)
 
     for mid in manifest_ids:
         if dest.store.put_create(manifest_key(mid), source.store.read(manifest_key(mid))):
             result.manifests_copied += 1
+
+
+def _copy_refs(source: Repo, dest: Repo, records: list[VersionRecord], record_bytes: dict, kind: str,
+               force_tags: bool, result: TransferResult) -> None:
+    src_refs, dst_refs = source.refs(kind), dest.refs(kind)
 
     for record in records:
         data, was_there = record_bytes[record.ref]
@@ -131,4 +190,3 @@ def copy_versions(source: Repo, dest: Repo, refs: Sequence[str], *, kind: str = 
                 continue
             if before is None or before.version != target.version:
                 result.tags_set.append(f"{name}@{tag}")
-    return result

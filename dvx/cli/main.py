@@ -10,6 +10,7 @@ from dvx.cli import commands
 from dvx.cli.check import check
 from dvx.cli.common import options
 from dvx.cli.dataset import dataset_group
+from dvx.cli.gc import dataset_delete, gc, model_delete
 from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
 from dvx.cli.project import pin, pull, status
@@ -28,7 +29,10 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
     opts.store, opts.json, opts.debug = store, as_json, debug
 
 
+dataset_group.add_command(dataset_delete)
+model_group.add_command(model_delete)
 cli.add_command(dataset_group)
+cli.add_command(gc)
 cli.add_command(model_group)
 cli.add_command(lineage)
 for command in (pin, pull, status, check, verify):

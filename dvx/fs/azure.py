@@ -180,6 +180,26 @@ class AzureStore(FsspecStore):
         """Every object key below `prefix`, from one flat listing instead of one per folder."""
         return sorted(name[len(self._base):] for name in self._names(self._names_under(prefix)))
 
+    def scan(self, prefix: str) -> list[ObjectInfo]:
+        """One flat listing with each blob's size and last-modified time."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        start = self._names_under(prefix)
+
+        async def blobs():
+            found = []
+            async with self.fs.service_client.get_container_client(self._container) as container:
+                async for item in container.list_blobs(start, include=["metadata"]):
+                    if not _is_folder(item):
+                        found.append(ObjectInfo(item.name[len(self._base):], item.size,
+                                                item.last_modified.timestamp()))
+            return found
+
+        try:
+            return sorted(self._run(blobs), key=lambda info: info.key)
+        except ResourceNotFoundError:
+            return []
+
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         from azure.core.exceptions import ResourceNotFoundError
 

@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dvx.errors import UsageError
+from dvx.errors import NotFoundError, UsageError
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def is_dir(self, key: str) -> bool: ...
+
+    def scan(self, prefix: str) -> Iterable[ObjectInfo]:
+        """Every object below `prefix`, recursively, with its size and modification time (what garbage
+        collection needs to judge age). Backends override this with one listing; this fallback asks for
+        each object's info. An object deleted while the scan runs may be left out."""
+        for key in self.walk(prefix):
+            try:
+                yield self.info(key)
+            except NotFoundError:
+                continue
+
+    def sweep_temporaries(self, older_than: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Remove the backend's own leftovers of interrupted writes last modified before `older_than`
+        (seconds since the epoch) and return what was (with `dry_run`: would be) removed. Keys are
+        reported relative to the store root. Backends without such files have nothing to sweep."""
+        return []
 
     def close(self) -> None:
         """Release cached handles."""

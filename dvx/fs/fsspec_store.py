@@ -44,7 +44,7 @@ def check_options(url: str, options: Mapping[str, Any], allowed: Iterable[str]) 
 
 
 STORE_METHODS = ("read", "read_ranges", "exists", "is_dir", "list", "info", "put_create", "read_versioned",
-                  "put_if", "delete")
+                  "put_if", "delete", "scan")
 
 
 def as_store_errors(method):
@@ -131,9 +131,23 @@ class FsspecStore(Store):
             info = self.fs.info(self._path(key))
         except FileNotFoundError:
             raise NotFoundError(f"object {key} is missing from store {self.url}") from None
-        created = info.get("LastModified") or info.get("created") or info.get("mtime") or 0
-        mtime = created.timestamp() if hasattr(created, "timestamp") else float(created)
-        return ObjectInfo(key, int(info["size"]), mtime)
+        return ObjectInfo(key, int(info["size"]), _mtime(info))
+
+    def scan(self, prefix: str) -> list[ObjectInfo]:
+        """One recursive listing (paged by the SDK), with sizes and modification times."""
+        folder = self._folder(prefix).rstrip("/")
+        try:
+            found = self.fs.find(folder, detail=True)
+        except FileNotFoundError:
+            return []
+        base = folder.lstrip("/") + "/"
+        out = []
+        for path, info in found.items():
+            path = path.lstrip("/")
+            if info.get("type") == "directory" or not path.startswith(base):
+                continue
+            out.append(ObjectInfo(path[len(self.root.lstrip("/")) + 1:], int(info.get("size") or 0), _mtime(info)))
+        return sorted(out, key=lambda info: info.key)
 
     def put_create(self, key: str, data: bytes) -> bool:
         try:
@@ -160,6 +174,12 @@ class FsspecStore(Store):
             self.fs.rm_file(self._path(key))
         except FileNotFoundError:
             pass
+
+
+def _mtime(info: dict) -> float:
+    """Last-modified time in seconds since the epoch from an fsspec info dict (each SDK names it its way)."""
+    created = info.get("LastModified") or info.get("created") or info.get("mtime") or 0
+    return created.timestamp() if hasattr(created, "timestamp") else float(created)
 
 
 _MEMORY_LOCK = threading.Lock()

@@ -61,25 +61,36 @@ class _LocalUpload(Upload):
         self._size = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write to store {self._store.url}: {exc.strerror or exc}") from exc
         self._size += len(data)
 
     def tell(self) -> int:
         return self._size
 
     def commit(self, key: str) -> bool:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot write to store {self._store.url}: {exc.strerror or exc}") from exc
         try:
             return self._store._link_into_place(self._path, key)
         finally:
             self._path.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._path.unlink(missing_ok=True)
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except OSError:
+            pass  # on a full disk the final flush fails too; the file goes anyway
+        finally:
+            self._path.unlink(missing_ok=True)
 
 
 class LocalStore(Store):
@@ -116,6 +127,9 @@ class LocalStore(Store):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        except OSError as exc:
+            Path(name).unlink(missing_ok=True)
+            raise StoreError(f"cannot write to store {self.url}: {exc.strerror or exc}") from exc
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
@@ -229,6 +243,44 @@ class LocalStore(Store):
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise StoreError(f"cannot delete {key}: {exc.strerror}") from exc
+
+    def scan(self, prefix: str) -> list[ObjectInfo]:
+        top = self._path(prefix) if prefix else self.root
+        out = []
+        for folder, dirs, files in os.walk(top):
+            if folder == str(self.root):
+                dirs[:] = [d for d in dirs if not d.startswith(".dvx-")]
+            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
+            for name in files:
+                try:
+                    st = os.stat(os.path.join(folder, name))
+                except FileNotFoundError:  # deleted while we looked
+                    continue
+                out.append(ObjectInfo(name if rel == "." else f"{rel}/{name}", st.st_size, st.st_mtime))
+        return sorted(out, key=lambda info: info.key)
+
+    def sweep_temporaries(self, older_than: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Files in .dvx-tmp/ that no write has touched since `older_than`: leftovers of crashed writers
+        (a live writer keeps writing to its file, or has linked and removed it within seconds)."""
+        swept = []
+        try:
+            entries = list(os.scandir(self._tmp_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not entry.is_file(follow_symlinks=False) or st.st_mtime >= older_than:
+                continue
+            if not dry_run:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+            swept.append(ObjectInfo(f"{_TMP}/{entry.name}", st.st_size, st.st_mtime))
+        return swept
 
     def close(self) -> None:
         with self._handles_lock:

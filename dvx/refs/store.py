@@ -1,7 +1,9 @@
 """Refs on the store: numbered versions (allocated by create-only writes), movable pointers (dataset
 tags, model aliases) and per-version annotations (moved / updated by CAS, keeping their history).
 
-    refs/<kind>/<quoted name>/versions/<n, 10 digits>.json      create-only, one per version
+    refs/<kind>/<quoted name>/versions/<n, 10 digits>.json      create-only, one per version; replaced
+                                                                 once by a tombstone (CAS) when deleted
+    refs/<kind>/<quoted name>/versions/<n>.deleted.json          create-only marker: vN was deleted
     refs/datasets/<quoted name>/tags/<tag>.json                  compare-and-swap, keeps its history
     refs/models/<quoted name>/aliases/<alias>.json               the same, for models
     refs/<kind>/<quoted name>/annotations/<n, 10 digits>.json   compare-and-swap: tags, metrics, params, metadata
@@ -54,6 +56,43 @@ class VersionRecord(msgspec.Struct, kw_only=True):
     @property
     def ref(self) -> str:
         return f"{self.name}@v{self.version}"
+
+
+class Deletion(msgspec.Struct, kw_only=True, omit_defaults=True):
+    at: str
+    by: str
+    message: str = ""
+
+
+class DeletedVersion(msgspec.Struct, kw_only=True):
+    """What a version record becomes when its version is deleted (a tombstone): the number stays
+    taken, so it is never given to another version, and readers can say "was deleted"."""
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: int
+    deleted: Deletion
+    deleted_manifest: str  # the id the version had
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+class _DeletedProbe(msgspec.Struct):
+    deleted: Any = None
+
+
+class VersionDeletedError(NotFoundError):
+    """A reference names a version that was deleted (exit code 3, like any missing version)."""
+
+    def __init__(self, tombstone: DeletedVersion, via: str | None = None, what: str | None = None,
+                 hint: str = ""):
+        self.tombstone = tombstone
+        note = f": {tombstone.deleted.message}" if tombstone.deleted.message else ""
+        what = what or (f"{via} points at {tombstone.ref}, which" if via else tombstone.ref)
+        super().__init__(f"{what} was deleted (by {tombstone.deleted.by} at {tombstone.deleted.at}{note})"
+                         + (f"; {hint}" if hint else ""))
 
 
 class TagEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -117,34 +156,74 @@ class Refs:
     def names(self) -> list[str]:
         return sorted(unquote(n) for n in self.store.list(self._root))
 
-    def version_numbers(self, name: str) -> list[int]:
-        numbers = []
+    def _listing(self, name: str) -> tuple[list[int], set[int]]:
+        """(every version number ever allocated, the numbers marked deleted), from one listing."""
+        numbers, deleted = [], set()
         for entry in self.store.list(f"{self._name_dir(name)}/versions"):
             stem = entry.removesuffix(".json")
-            if stem.isdigit() and entry.endswith(".json"):
+            if not entry.endswith(".json"):
+                continue
+            if stem.isdigit():
                 numbers.append(int(stem))
-        return sorted(numbers)
+            elif stem.endswith(".deleted") and stem[:-8].isdigit():
+                deleted.add(int(stem[:-8]))
+        return sorted(numbers), deleted
 
-    def get_version(self, name: str, number: int) -> VersionRecord:
+    def version_numbers(self, name: str) -> list[int]:
+        """Numbers of the versions that exist (deleted ones left out), ascending."""
+        numbers, deleted = self._listing(name)
+        return [n for n in numbers if n not in deleted]
+
+    def all_version_numbers(self, name: str) -> list[int]:
+        """Every number ever given out, deleted versions included (never given out again)."""
+        return self._listing(name)[0]
+
+    def deleted_numbers(self, name: str) -> list[int]:
+        return sorted(self._listing(name)[1])
+
+    def get_record(self, name: str, number: int) -> VersionRecord | DeletedVersion:
+        """The record of name@vN as stored: a VersionRecord, or the tombstone of a deleted version."""
         try:
             data = self.store.read(self._version_key(name, number))
         except NotFoundError:
             raise NotFoundError(f"{name}@v{number} does not exist (see `dvx {self.kind} log {name}`)") from None
+        return self._decode_record(name, number, data)
+
+    def _decode_record(self, name: str, number: int, data: bytes) -> VersionRecord | DeletedVersion:
         try:
+            if msgspec.json.decode(data, type=_DeletedProbe).deleted is not None:
+                return msgspec.json.decode(data, type=DeletedVersion)
             return msgspec.json.decode(data, type=VersionRecord)
         except msgspec.DecodeError as exc:
             raise IntegrityError(f"the version record of {name}@v{number} is damaged ({exc})") from None
 
+    def get_version(self, name: str, number: int) -> VersionRecord:
+        """name@vN; VersionDeletedError (a NotFoundError) when it was deleted."""
+        record = self.get_record(name, number)
+        if isinstance(record, DeletedVersion):
+            raise VersionDeletedError(record)
+        return record
+
     def versions(self, name: str) -> list[VersionRecord]:
-        return [self.get_version(name, n) for n in self.version_numbers(name)]
+        """The live versions of `name`, oldest first."""
+        out = []
+        for number in self.version_numbers(name):
+            record = self.get_record(name, number)
+            if isinstance(record, VersionRecord):  # a tombstone whose marker a crash left unwritten
+                out.append(record)
+        return out
 
     def latest(self, name: str) -> VersionRecord | None:
-        numbers = self.version_numbers(name)
-        return self.get_version(name, numbers[-1]) if numbers else None
+        for number in reversed(self.version_numbers(name)):
+            record = self.get_record(name, number)
+            if isinstance(record, VersionRecord):
+                return record
+        return None
 
     def allocate(self, record: VersionRecord) -> VersionRecord:
-        """Give `record` the next free version number: create-only, so racing writers get N and N+1."""
-        numbers = self.version_numbers(record.name)
+        """Give `record` the next free version number: create-only, so racing writers get N and N+1.
+        Numbers of deleted versions stay taken."""
+        numbers = self.all_version_numbers(record.name)
         number = numbers[-1] + 1 if numbers else 1
         while True:
             record.version = number
@@ -175,6 +254,48 @@ class Refs:
         raise ConflictError(f"{name}@v{number} already exists in {self.store.url} and is a different version "
                             f"(the two stores' histories of {name!r} have diverged)")
 
+    def delete_version(self, name: str, number: int, *, by: str, message: str = "") -> DeletedVersion:
+        """Replace name@vN's record by a tombstone (compare-and-swap), then write its `.deleted` marker
+        (which lets listings skip it without reading it). Idempotent: deleting a deleted version again
+        completes a marker a crash left unwritten and returns the existing tombstone."""
+        key = self._version_key(name, number)
+        for _ in range(_CAS_ATTEMPTS):
+            data, token = self.store.read_versioned(key)
+            if data is None:
+                raise NotFoundError(f"{name}@v{number} does not exist (see `dvx {self.kind} log {name}`)")
+            record = self._decode_record(name, number, data)
+            if isinstance(record, DeletedVersion):
+                tombstone = record
+                break
+            tombstone = DeletedVersion(name=name, version=number, deleted_manifest=record.manifest,
+                                       deleted=Deletion(at=now_iso(), by=by, message=message))
+            try:
+                self.store.put_if(key, msgspec.json.encode(tombstone, order="sorted"), token)
+                break
+            except PreconditionFailed:
+                continue
+        else:
+            raise ConflictError(f"{name}@v{number} keeps changing under concurrent writers; try again")
+        marker = {"format_version": FORMAT_VERSION, "name": name, "version": number, "at": tombstone.deleted.at,
+                  "by": tombstone.deleted.by}
+        self.store.put_create(self._deleted_key(name, number), msgspec.json.encode(marker, order="sorted"))
+        return tombstone
+
+    def _deleted_key(self, name: str, number: int) -> str:
+        return f"{self._name_dir(name)}/versions/{number:010d}.deleted.json"
+
+    def tombstones(self, name: str) -> list[DeletedVersion]:
+        """The deleted versions of `name` (those whose marker was written), oldest first."""
+        out = []
+        for number in self.deleted_numbers(name):
+            try:
+                record = self.get_record(name, number)
+            except NotFoundError:
+                continue
+            if isinstance(record, DeletedVersion):
+                out.append(record)
+        return out
+
     # -- tags ----------------------------------------------------------------------------------
     def tag_names(self, name: str) -> list[str]:
         return sorted(t.removesuffix(".json") for t in self.store.list(f"{self._name_dir(name)}/{self._pointers}")
@@ -193,11 +314,13 @@ class Refs:
         return out
 
     def set_tag(self, name: str, tag: str, target: VersionRecord | None, *, by: str, force: bool = False,
-                message: str = "", move: bool = False, protect: bool | None = None) -> TagRecord:
+                message: str = "", move: bool = False, protect: bool | None = None,
+                expected: int | None = None) -> TagRecord:
         """Point `tag` at `target` (None deletes it) by compare-and-swap, appending to its history.
 
         Moving a tag that points elsewhere needs `force`, unless `move` (model aliases move by design);
-        a protected one always needs `force`. `protect` sets or clears the protection."""
+        a protected one always needs `force`. `protect` sets or clears the protection. With `expected`,
+        the tag changes only while it still points at that version number (else it is returned as is)."""
         check_tag(tag)
         word = self.pointer_word
         key = self._tag_key(name, tag)
@@ -206,6 +329,8 @@ class Refs:
             record = msgspec.json.decode(data, type=TagRecord) if data else TagRecord(tag=tag, version=None,
                                                                                       manifest=None)
             current = record.version
+            if expected is not None and current != expected:
+                return record
             if record.protected and not force and (target is None or current not in (None, target.version)):
                 raise ConflictError(f"{word} {tag!r} of {name} is protected (at {name}@v{current}); "
                                     f"use --force to {'delete' if target is None else 'move'} it")
@@ -263,7 +388,8 @@ class Refs:
 
     # -- resolution ----------------------------------------------------------------------------
     def resolve(self, ref: Ref) -> VersionRecord:
-        """The version a reference means: vN, a tag, an id prefix, or (no selector) the latest."""
+        """The version a reference means: vN, a tag, an id prefix, or (no selector) the latest.
+        A deleted version is absent: VersionDeletedError (a NotFoundError) says it was deleted."""
         if ref.selector is None or ref.selector == "latest":
             record = self.latest(ref.name)
             if record is None:
@@ -271,7 +397,7 @@ class Refs:
             return record
         number = ref.version_number
         if number is not None:
-            if not self.version_numbers(ref.name):
+            if not self.all_version_numbers(ref.name):
                 raise NotFoundError(self._missing_name_message(ref.name))
             return self.get_version(ref.name, number)
         try:
@@ -279,17 +405,25 @@ class Refs:
         except UsageError:
             tag = None
         if tag is not None and tag.version is not None:
-            return self.get_version(ref.name, tag.version)
+            record = self.get_record(ref.name, tag.version)
+            if isinstance(record, DeletedVersion):
+                raise VersionDeletedError(record, via=str(ref))
+            return record
         if ID_PREFIX_RE.fullmatch(ref.selector):
             matches = [r for r in self.versions(ref.name) if r.manifest.startswith(ref.selector)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 raise UsageError(f"version id prefix {ref.selector!r} of {ref.name} is ambiguous; give more digits")
-        if not self.version_numbers(ref.name):
+            for tombstone in self.tombstones(ref.name):
+                if tombstone.deleted_manifest.startswith(ref.selector):
+                    raise VersionDeletedError(tombstone)
+        if not self.all_version_numbers(ref.name):
             raise NotFoundError(self._missing_name_message(ref.name))
         raise NotFoundError(f"{ref} does not exist: no version, tag or version id {ref.selector!r} "
                             f"(see `dvx {self.kind} log {ref.name}`)")
 
     def _missing_name_message(self, name: str) -> str:
+        if self.all_version_numbers(name):
+            return f"every version of {self.kind} {name!r} was deleted (see `dvx {self.kind} list`)"
         return f"no {self.kind} named {name!r} in this store (see `dvx {self.kind} list`)"
