@@ -70,6 +70,7 @@ def test_cli_flow_on_a_cloud_store(cloud_store: str, tmp_path: Path):
     assert json.loads(run_dvx("store", "--json").stdout)["url"] == cloud_store
 
 
+WRITERS = 8
 _WRITER = """
 set -e
 dvx dataset create shared
@@ -79,11 +80,11 @@ dvx dataset commit -m "from $2" --tag prod --force
 
 
 def test_concurrent_commits_and_tag_moves_lose_nothing(cloud_store: str, tmp_path: Path):
-    """Three processes commit to one dataset at once and each moves the tag `prod`: there end three
-    versions (one per writer, none lost), and prod points at one of them with all three moves in its
+    """Eight processes commit to one dataset at once and each moves the tag `prod`: there end eight
+    versions (one per writer, none lost), and prod points at one of them with every move in its
     history."""
     writers = []
-    for n in range(3):
+    for n in range(WRITERS):
         folder = write_tree(tmp_path / f"w{n}", {"who.txt": f"writer {n}", "shared.txt": "same"})
         env = dict(os.environ, DVX_STATE_DIR=str(tmp_path / f"state{n}"),
                    PATH=f"{Path(dvx_executable()).parent}{os.pathsep}{os.environ['PATH']}")
@@ -93,15 +94,18 @@ def test_concurrent_commits_and_tag_moves_lose_nothing(cloud_store: str, tmp_pat
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     versions = dvx.log("shared")
-    assert sorted(v.version for v in versions) == [1, 2, 3]
-    messages = sorted(v.message for v in versions)
-    assert messages == ["from w0", "from w1", "from w2"]
+    assert sorted(v.version for v in versions) == list(range(1, WRITERS + 1))
+    assert sorted(v.message for v in versions) == sorted(f"from w{n}" for n in range(WRITERS))
     contents = {dvx.open(f"{v.ref}/who.txt").read() for v in versions}
-    assert contents == {b"writer 0", b"writer 1", b"writer 2"}
+    assert contents == {f"writer {n}".encode() for n in range(WRITERS)}
     tag = Repo().refs().get_tag("shared", "prod")
-    assert tag.version in (1, 2, 3)
-    assert len(tag.history) == 3 and tag.history[-1].to_version == tag.version
-    assert sorted(e.to_version for e in tag.history) == [1, 2, 3]
+    assert tag.version in range(1, WRITERS + 1)
+    assert len(tag.history) == WRITERS and tag.history[-1].to_version == tag.version
+    assert sorted(e.to_version for e in tag.history) == list(range(1, WRITERS + 1))
+    previous = None
+    for event in tag.history:  # one chain: every move starts where the one before ended
+        assert event.from_version == previous
+        previous = event.to_version
 
 
 def test_wrong_azure_key_is_one_error_line_without_the_secret(tmp_path: Path):

@@ -159,6 +159,20 @@ def parse_duration(text: str | float | int) -> float:
 
 
 # -- the writer's side: leases ---------------------------------------------------------------------------
+def _remove_dead_sweeps(store: Store) -> None:
+    """Sweep markers left by a gc that died mid-sweep: past their deadline (plus the clock margin) that gc
+    can delete nothing more, so the marker only keeps writers waiting; remove it."""
+    for name in store.list(GC):
+        if not (name.startswith("sweep-") and name.endswith(".json")):
+            continue
+        try:
+            marker = _decode(store.read(f"{GC}/{name}"), SweepMarker, f"gc sweep marker {GC}/{name}")
+        except NotFoundError:
+            continue
+        if _clock() > marker.until + CLOCK_MARGIN:
+            store.delete(f"{GC}/{name}")
+
+
 def read_sweeps(store: Store) -> list[SweepMarker]:
     markers = []
     for name in store.list(GC):
@@ -463,6 +477,8 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
         for obj in record.objects:
             ripe_objects.setdefault(obj.key, set()).add(obj.mtime)
 
+    if not dry_run:
+        _remove_dead_sweeps(store)
     marker_key = None
     deadline = _clock() + sweep_limit
     if ripe and not dry_run:
