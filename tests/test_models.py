@@ -254,3 +254,24 @@ def test_partly_changed_checkpoint_stores_only_the_changed_tensors(tmp_path: Pat
     assert info["new_bytes"] == info["stored_new_bytes"]
     assert "new in this version:" in run_dvx("model", "show", "llm@v2").stdout
     assert dvx.Model.get("llm@v1").path.joinpath("model.safetensors").stat().st_size == path.stat().st_size
+
+
+def test_push_and_fetch_models_with_aliases_and_annotations(tmp_path: Path, isolated):
+    """`dvx push --model` copies model versions with their lineage, aliases, tags and metrics; a fetch
+    back into an empty store gives the same ids, and the metrics and aliases are there."""
+    folder = write_tree(tmp_path / "m", {"w.bin": os.urandom(100_000)})
+    run_dvx("model", "register", "m", str(folder), "--metric", "acc=0.9", "--tag", "candidate", "--alias", "prod")
+    (folder / "w.bin").write_bytes(os.urandom(100_000))
+    run_dvx("model", "register", "m", str(folder), "--metric", "acc=0.95")
+    other = tmp_path / "other-store"
+    pushed = json.loads(run_dvx("push", "m@v2", "--model", "--to", str(other), "--json").stdout)
+    assert sorted(pushed["versions_copied"]) == ["m@v1", "m@v2"]  # v2 with its parent
+    there = dvx.Model.list("m", all_versions=True, store=str(other))
+    here = dvx.Model.list("m", all_versions=True)
+    assert [(v.ref, v.id, v.metrics, v.labels, v.aliases) for v in there] == \
+        [(v.ref, v.id, v.metrics, v.labels, v.aliases) for v in here]
+    fresh = tmp_path / "fresh-store"
+    run_dvx("fetch", "m", "--model", "--from", str(other), "--store", str(fresh))
+    assert dvx.Model.best("m", "acc", store=str(fresh)).version == 2
+    assert (dvx.Model.get("m@prod", store=str(fresh)).path / "w.bin").stat().st_size == 100_000
+    assert run_dvx("push", "m@v2", "--to", str(other), check=False).returncode == 3  # not a dataset

@@ -126,27 +126,28 @@ def tag(ref: str, tag_name: str, force: bool = False, delete: bool = False, *, s
     return _reading().tag(Repo(store=store), ref, tag_name, force=force, delete=delete)
 
 
-def push(refs: Sequence[str] | str, to: str, *, force_tags: bool = False, jobs: int | None = None,
-         store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
-    """Copy versions (with their lineage, data and tags) from the active store to `to` (a URL or a
-    store named in dvx.toml). Only packs `to` lacks are sent."""
-    return _transfer(refs, store, to, push=True, force_tags=force_tags, jobs=jobs, progress=progress)
+def push(refs: Sequence[str] | str, to: str, *, kind: str = "dataset", force_tags: bool = False,
+         jobs: int | None = None, store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
+    """Copy versions (with their lineage, data and tags; for models also aliases and annotations) from
+    the active store to `to` (a URL or a store named in dvx.toml). Only packs `to` lacks are sent."""
+    return _transfer(refs, store, to, push=True, kind=kind, force_tags=force_tags, jobs=jobs, progress=progress)
 
 
-def fetch(refs: Sequence[str] | str, from_: str, *, force_tags: bool = False, jobs: int | None = None,
-          store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
-    """Copy versions (with their lineage, data and tags) from `from_` into the active store."""
-    return _transfer(refs, store, from_, push=False, force_tags=force_tags, jobs=jobs, progress=progress)
+def fetch(refs: Sequence[str] | str, from_: str, *, kind: str = "dataset", force_tags: bool = False,
+          jobs: int | None = None, store: str | None = None, progress: ProgressFactory = no_progress) -> TransferResult:
+    """Copy versions (with their lineage, data and tags; for models also aliases and annotations) from
+    `from_` into the active store."""
+    return _transfer(refs, store, from_, push=False, kind=kind, force_tags=force_tags, jobs=jobs, progress=progress)
 
 
-def _transfer(refs, store, other, *, push, force_tags, jobs, progress) -> TransferResult:
+def _transfer(refs, store, other, *, push, kind, force_tags, jobs, progress) -> TransferResult:
     from dvx.api.transfer import copy_versions
 
     here = Repo(store=store)
     there = Repo.other(here.settings, other)
     source, dest = (here, there) if push else (there, here)
     try:
-        return copy_versions(source, dest, [refs] if isinstance(refs, str) else builtins.list(refs),
+        return copy_versions(source, dest, [refs] if isinstance(refs, str) else builtins.list(refs), kind=kind,
                              force_tags=force_tags, jobs=jobs, progress=progress)
     finally:
         here.close()

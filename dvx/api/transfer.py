@@ -175,6 +175,9 @@ def _copy_refs(source: Repo, dest: Repo, records: list[VersionRecord], record_by
         else:
             result.versions_present.append(record.ref)
 
+    for record in records:  # tags, metrics, params, metadata: only into versions that have none yet
+        _copy_annotations(src_refs, dst_refs, record, source.store.url, dest.settings.author)
+
     copied = {(r.name, r.version) for r in records}
     for name in sorted({r.name for r in records}):
         for tag, tag_record in src_refs.tags(name).items():
@@ -190,3 +193,18 @@ def _copy_refs(source: Repo, dest: Repo, records: list[VersionRecord], record_by
                 continue
             if before is None or before.version != target.version:
                 result.tags_set.append(f"{name}@{tag}")
+
+
+def _copy_annotations(src_refs, dst_refs, record: VersionRecord, origin: str, by: str) -> None:
+    notes = src_refs.get_annotations(record.name, record.version)
+    if not (notes.tags or notes.metrics or notes.params or notes.metadata):
+        return
+
+    def copy(dest) -> dict:
+        if dest.tags or dest.metrics or dest.params or dest.metadata or dest.history:
+            return {}  # the destination has its own story for this version: keep it
+        dest.tags, dest.metrics, dest.params, dest.metadata = notes.tags, notes.metrics, notes.params, notes.metadata
+        dest.history = list(notes.history)
+        return {"copied_from": origin}
+
+    dst_refs.update_annotations(record.name, record.version, copy, by=by)

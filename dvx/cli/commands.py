@@ -124,6 +124,8 @@ def tag(ref: str, tag_name: str, force: bool, delete: bool) -> None:
 
 
 def _transfer_options(command):
+    command = click.option("--model", is_flag=True, help="REFs name models (with their aliases, tags and "
+                                                           "metrics) instead of datasets.")(command)
     command = click.option("--force-tags", is_flag=True,
                            help="Move tags that point at other versions there (default: keep them).")(command)
     return click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
@@ -147,11 +149,12 @@ def _render_transfer(result) -> None:
 @click.option("--to", "to", required=True, metavar="STORE", help="Destination: a store URL or a name from dvx.toml.")
 @_transfer_options
 @common
-def push(refs: tuple[str, ...], to: str, force_tags: bool, jobs: int | None) -> None:
+def push(refs: tuple[str, ...], to: str, model: bool, force_tags: bool, jobs: int | None) -> None:
     """Copy versions (NAME = all its versions) with their lineage, data and tags to another store."""
     from dvx import api
 
-    result = api.push(list(refs), to, force_tags=force_tags, jobs=jobs, store=store_option(), progress=progress_bar)
+    result = api.push(list(refs), to, kind="model" if model else "dataset", force_tags=force_tags, jobs=jobs,
+                      store=store_option(), progress=progress_bar)
     emit(result.to_dict(), lambda: _render_transfer(result))
 
 
@@ -160,10 +163,10 @@ def push(refs: tuple[str, ...], to: str, force_tags: bool, jobs: int | None) -> 
 @click.option("--from", "from_", required=True, metavar="STORE", help="Source: a store URL or a name from dvx.toml.")
 @_transfer_options
 @common
-def fetch(refs: tuple[str, ...], from_: str, force_tags: bool, jobs: int | None) -> None:
+def fetch(refs: tuple[str, ...], from_: str, model: bool, force_tags: bool, jobs: int | None) -> None:
     """Copy versions (NAME = all its versions) with their lineage, data and tags from another store."""
     from dvx import api
 
-    result = api.fetch(list(refs), from_, force_tags=force_tags, jobs=jobs, store=store_option(),
-                       progress=progress_bar)
+    result = api.fetch(list(refs), from_, kind="model" if model else "dataset", force_tags=force_tags, jobs=jobs,
+                       store=store_option(), progress=progress_bar)
     emit(result.to_dict(), lambda: _render_transfer(result))
