@@ -4,10 +4,12 @@ user's real folders."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,20 @@ def cloud_servers():
 
     yield
     stop_all()
+
+
+def run_dvx_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The `dvx` command's own entry point (dvx.cli.main.main: argument parsing, the api call, error
+    handling and exit code), run in this process: the executable's code path without its start-up time,
+    for tests that run it hundreds of times. Crash, concurrency and fault tests use real processes."""
+    from dvx.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    assert "Traceback" not in err.getvalue(), err.getvalue()
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

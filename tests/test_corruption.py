@@ -8,17 +8,14 @@ docs/reliability.md states these guarantees."""
 
 from __future__ import annotations
 
-import io
 import os
-import subprocess
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import read_tree, run_dvx, write_tree
+from conftest import read_tree, run_dvx, run_dvx_in_process, write_tree
 
 import dvx
 from dvx.chunks.pack import pack_key
@@ -28,19 +25,7 @@ from dvx.manifests import manifest_key
 EXIT_NOT_FOUND, EXIT_INTEGRITY = 3, 5
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """dvx.cli.main.main in this process (the executable's code path without its start-up time)."""
-    from dvx.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    assert "Traceback" not in err.getvalue(), err.getvalue()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+cli = run_dvx_in_process
 
 
 def one_error_line(proc, codes: tuple[int, ...], *fragments: str) -> str:

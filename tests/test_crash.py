@@ -15,21 +15,19 @@ docs/reliability.md states these guarantees and the counts."""
 from __future__ import annotations
 
 import collections
-import io
 import json
 import os
 import random
 import shutil
 import subprocess
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
 import xxhash
-from conftest import dvx_executable, read_tree
+from conftest import dvx_executable, read_tree, run_dvx_in_process
 
 import dvx
 from dvx.api import Drafts, Repo
@@ -67,20 +65,7 @@ def kill_window(args: list[str], runs: list[float]) -> tuple[float, float]:
     return 0.75 * startup, max(min(runs), startup)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """dvx.cli.main.main in this process (the executable's code path without its start-up time): used for
-    the checks and re-runs after each kill; the killed runs are real processes."""
-    from dvx.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    assert "Traceback" not in err.getvalue(), err.getvalue()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+cli = run_dvx_in_process
 
 
 def run_then_kill(commands: list[list[str]], delay: float) -> int:

@@ -10,21 +10,19 @@ docs/reliability.md states these guarantees."""
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import resource
 import struct
 import subprocess
 import tracemalloc
-from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import xxhash
 import zstandard
-from conftest import dvx_executable, run_dvx, write_tree
+from conftest import dvx_executable, run_dvx, run_dvx_in_process, write_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,8 +41,20 @@ from dvx.chunks.pack import (
 )
 from dvx.errors import IntegrityError, UsageError
 from dvx.fs.local import LocalStore
-from dvx.manifests import EMPTY_DIGEST, FileEntry, Manifest, compress_manifest, decode_manifest, encode_manifest
-from dvx.manifests.model import check_link_chains, manifest_key, validate_link, validate_path
+from dvx.manifests import (
+    EMPTY_DIGEST,
+    FileEntry,
+    Manifest,
+    compress_manifest,
+    decode_manifest,
+    encode_manifest,
+)
+from dvx.manifests.model import (
+    check_link_chains,
+    manifest_key,
+    validate_link,
+    validate_path,
+)
 from dvx.refs import Refs, VersionRecord, check_name, check_tag, parse_ref
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 5
@@ -58,22 +68,7 @@ FUZZ = {"deadline": timedelta(seconds=5),
 FUZZ_EXAMPLES = 300
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The `dvx` command's own entry point (dvx.cli.main.main: argument parsing, the api call, error
-    handling and exit code), run in this process: the same code path as the executable without the
-    0.2 s start-up, for the tests that run it hundreds of times. Crash, concurrency and fault-injection
-    tests use real processes."""
-    from dvx.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    assert "Traceback" not in err.getvalue(), err.getvalue()
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+cli = run_dvx_in_process
 
 
 def one_error_line(proc, code: int, *fragments: str) -> str:
