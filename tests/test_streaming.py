@@ -20,6 +20,7 @@ import xxhash
 import dvx
 import dvx.api.repo
 from conftest import read_tree, run_dvx, write_tree
+from counting import store_reads  # noqa: F401  (a fixture)
 from dvx.api import Repo
 from dvx.chunks.cache import ChunkCache
 from dvx.fsspec_impl import DvxFileSystem
@@ -36,43 +37,6 @@ def commit_tree(name: str, files: dict[str, bytes | str], folder: Path, message:
     ds = dvx.Dataset.create(name)
     ds.add(folder)
     return ds.commit(message).version
-
-
-class CountingStore:
-    """A proxy that records every read that reaches the store: (key, bytes returned)."""
-
-    def __init__(self, inner, log: list[tuple[str, int]]):
-        self._inner = inner
-        self._log = log
-
-    def read(self, key):
-        data = self._inner.read(key)
-        self._log.append((key, len(data)))
-        return data
-
-    def read_ranges(self, key, ranges):
-        blobs = self._inner.read_ranges(key, ranges)
-        self._log.append((key, sum(len(b) for b in blobs)))
-        return blobs
-
-    def read_versioned(self, key):
-        data, token = self._inner.read_versioned(key)
-        self._log.append((key, len(data or b"")))
-        return data, token
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
-@pytest.fixture
-def store_reads(monkeypatch) -> list[tuple[str, int]]:
-    """Every store read made in this process from now on (through Repo, so dvx.*, dvx:// alike)."""
-    log: list[tuple[str, int]] = []
-    real = dvx.api.repo.open_store
-    monkeypatch.setattr(dvx.api.repo, "open_store", lambda *a, **k: CountingStore(real(*a, **k), log))
-    DvxFileSystem.clear_instance_cache()
-    yield log
-    DvxFileSystem.clear_instance_cache()
 
 
 def flush_chunk_cache() -> None:
