@@ -17,6 +17,9 @@ from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Fixtures shared by several test files: store_reads, store_calls (requests that reach the store).
+pytest_plugins = ("counting",)
+
 
 # Tests run from a fresh temp folder: keep Hypothesis' example database in the repository instead.
 settings.register_profile("dvx", database=DirectoryBasedExampleDatabase(str(REPO_ROOT / ".hypothesis" / "examples")))

@@ -20,7 +20,6 @@ import xxhash
 import dvx
 import dvx.api.repo
 from conftest import read_tree, run_dvx, write_tree
-from counting import store_reads  # noqa: F401  (a fixture)
 from dvx.api import Repo
 from dvx.chunks.cache import ChunkCache
 from dvx.fsspec_impl import DvxFileSystem
