@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from dvx.cli.common import common, emit, human_size, progress_bar, store_option, table
+from dvx.cli.common import (
+    common,
+    emit,
+    human_size,
+    progress_bar,
+    store_option,
+    table,
+    wants_json,
+)
 
 
 def _models():
@@ -121,7 +129,14 @@ def list_models(name: str | None, alias: str | None, tag: str | None, all_versio
                 ", ".join(v.labels) or "-", _metrics_text(v.metrics)) for v in rows],
               ("version", "id", "created", "size", "aliases", "tags", "metrics"))
 
-    emit([v.to_dict() for v in rows], human)
+    if wants_json():
+        # Thousands of rows: msgspec's encoder, indented like emit's json.dumps (which takes half of the
+        # command's time at 10,000 models); the same JSON values, floats spelled the shortest way.
+        import msgspec
+
+        click.echo(msgspec.json.format(msgspec.json.encode([v.to_dict() for v in rows]), indent=2).decode())
+        return
+    emit(rows, human)
 
 
 @model_group.command("show")

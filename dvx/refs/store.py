@@ -7,20 +7,34 @@ tags, model aliases) and per-version annotations (moved / updated by CAS, keepin
     refs/datasets/<quoted name>/tags/<tag>.json                  compare-and-swap, keeps its history
     refs/models/<quoted name>/aliases/<alias>.json               the same, for models
     refs/<kind>/<quoted name>/annotations/<n, 10 digits>.json   compare-and-swap: tags, metrics, params, metadata
+
+Every write here that changes what listings show is wrapped in `self.catalog.updating(name)`, which
+keeps the derived name catalog (dvx/refs/catalog.py, under refs/catalog/) in step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import msgspec
 
-from dvx.errors import ConflictError, IntegrityError, NotFoundError, PreconditionFailed, UsageError
+from dvx.errors import (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    PreconditionFailed,
+    UsageError,
+)
 from dvx.fs import Store
 from dvx.refs.names import ID_PREFIX_RE, Ref, check_name, check_tag
+
+if TYPE_CHECKING:
+    from dvx.refs.catalog import Catalog
 
 FORMAT_VERSION = 1
 _CAS_ATTEMPTS = 50
@@ -140,6 +154,13 @@ class Refs:
         self.pointer_word = POINTER_WORDS[kind]
         self._pointers = _POINTER_FOLDERS[kind]
 
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The name catalog of this kind (derived from these refs, updated after each write here)."""
+        from dvx.refs.catalog import Catalog
+
+        return Catalog(self)
+
     def _name_dir(self, name: str) -> str:
         return f"{self._root}/{quote(check_name(name), safe='')}"
 
@@ -205,13 +226,12 @@ class Refs:
         return record
 
     def versions(self, name: str) -> list[VersionRecord]:
-        """The live versions of `name`, oldest first."""
-        out = []
-        for number in self.version_numbers(name):
-            record = self.get_record(name, number)
-            if isinstance(record, VersionRecord):  # a tombstone whose marker a crash left unwritten
-                out.append(record)
-        return out
+        """The live versions of `name`, oldest first: one listing, then every record (read in parallel,
+        as a long lineage on a cloud store would otherwise wait for each request in turn)."""
+        numbers = self.version_numbers(name)
+        records = _parallel(lambda number: self.get_record(name, number), numbers)
+        # A tombstone whose marker a crash left unwritten is left out.
+        return [r for r in records if isinstance(r, VersionRecord)]
 
     def latest(self, name: str) -> VersionRecord | None:
         for number in reversed(self.version_numbers(name)):
@@ -225,14 +245,16 @@ class Refs:
         Numbers of deleted versions stay taken."""
         numbers = self.all_version_numbers(record.name)
         number = numbers[-1] + 1 if numbers else 1
-        while True:
-            record.version = number
-            data = msgspec.json.encode(record, order="sorted")
-            # A create whose response was lost and was retried by the SDK finds its own record there.
-            if self.store.put_create(self._version_key(record.name, number), data) or \
-                    self.version_bytes(record.name, number) == data:
-                return record
-            number += 1
+        with self.catalog.updating(record.name) as about_to_write:
+            about_to_write()
+            while True:
+                record.version = number
+                data = msgspec.json.encode(record, order="sorted")
+                # A create whose response was lost and was retried by the SDK finds its own record there.
+                if self.store.put_create(self._version_key(record.name, number), data) or \
+                        self.version_bytes(record.name, number) == data:
+                    return record
+                number += 1
 
     def version_bytes(self, name: str, number: int) -> bytes | None:
         """The stored record of name@vN exactly as written (copies keep it byte for byte)."""
@@ -247,8 +269,10 @@ class Refs:
         record = msgspec.json.decode(data, type=VersionRecord)
         if (record.name, record.version) != (name, number):
             raise ConflictError(f"version record for {name}@v{number} names {record.ref} instead")
-        if self.store.put_create(self._version_key(name, number), data):
-            return True
+        with self.catalog.updating(name) as about_to_write:
+            about_to_write()
+            if self.store.put_create(self._version_key(name, number), data):
+                return True
         if self.version_bytes(name, number) == data:
             return False
         raise ConflictError(f"{name}@v{number} already exists in {self.store.url} and is a different version "
@@ -258,6 +282,11 @@ class Refs:
         """Replace name@vN's record by a tombstone (compare-and-swap), then write its `.deleted` marker
         (which lets listings skip it without reading it). Idempotent: deleting a deleted version again
         completes a marker a crash left unwritten and returns the existing tombstone."""
+        with self.catalog.updating(name) as about_to_write:
+            return self._delete_version(name, number, by, message, about_to_write)
+
+    def _delete_version(self, name: str, number: int, by: str, message: str,
+                        about_to_write: Callable[[], None]) -> DeletedVersion:
         key = self._version_key(name, number)
         for _ in range(_CAS_ATTEMPTS):
             data, token = self.store.read_versioned(key)
@@ -269,6 +298,7 @@ class Refs:
                 break
             tombstone = DeletedVersion(name=name, version=number, deleted_manifest=record.manifest,
                                        deleted=Deletion(at=now_iso(), by=by, message=message))
+            about_to_write()
             try:
                 self.store.put_if(key, msgspec.json.encode(tombstone, order="sorted"), token)
                 break
@@ -278,6 +308,7 @@ class Refs:
             raise ConflictError(f"{name}@v{number} keeps changing under concurrent writers; try again")
         marker = {"format_version": FORMAT_VERSION, "name": name, "version": number, "at": tombstone.deleted.at,
                   "by": tombstone.deleted.by}
+        about_to_write()
         self.store.put_create(self._deleted_key(name, number), msgspec.json.encode(marker, order="sorted"))
         return tombstone
 
@@ -306,12 +337,10 @@ class Refs:
         return None if data is None else msgspec.json.decode(data, type=TagRecord)
 
     def tags(self, name: str) -> dict[str, TagRecord]:
-        out = {}
-        for tag in self.tag_names(name):
-            record = self.get_tag(name, tag)
-            if record is not None and record.version is not None:
-                out[tag] = record
-        return out
+        """The live tags (aliases) of `name`: one listing, then every tag record (read in parallel)."""
+        names = self.tag_names(name)
+        records = _parallel(lambda tag: self.get_tag(name, tag), names)
+        return {tag: r for tag, r in zip(names, records) if r is not None and r.version is not None}
 
     def set_tag(self, name: str, tag: str, target: VersionRecord | None, *, by: str, force: bool = False,
                 message: str = "", move: bool = False, protect: bool | None = None,
@@ -322,6 +351,13 @@ class Refs:
         a protected one always needs `force`. `protect` sets or clears the protection. With `expected`,
         the tag changes only while it still points at that version number (else it is returned as is)."""
         check_tag(tag)
+        with self.catalog.updating(name) as about_to_write:
+            return self._set_tag(name, tag, target, by=by, force=force, message=message, move=move,
+                                 protect=protect, expected=expected, about_to_write=about_to_write)
+
+    def _set_tag(self, name: str, tag: str, target: VersionRecord | None, *, by: str, force: bool,
+                 message: str, move: bool, protect: bool | None, expected: int | None,
+                 about_to_write: Callable[[], None]) -> TagRecord:
         word = self.pointer_word
         key = self._tag_key(name, tag)
         for _ in range(_CAS_ATTEMPTS):
@@ -354,6 +390,7 @@ class Refs:
                 if event.action == "protect" and not protect:
                     event.action = "unprotect"
             record.history.append(event)
+            about_to_write()
             try:
                 self.store.put_if(key, msgspec.json.encode(record, order="sorted"), token)
                 return record
@@ -371,6 +408,12 @@ class Refs:
         """Apply `change` (which edits the record in place and returns a summary of what it did, {} for
         nothing) by compare-and-swap, retrying on concurrent updates; the summary joins the history."""
         self.get_version(name, number)  # the version must exist
+        with self.catalog.updating(name) as about_to_write:
+            return self._update_annotations(name, number, change, by,
+                                            about_to_write if self.kind == "model" else lambda: None)
+
+    def _update_annotations(self, name: str, number: int, change: Callable[[Annotations], dict[str, Any]],
+                            by: str, about_to_write: Callable[[], None]) -> Annotations:
         key = self._annotations_key(name, number)
         for _ in range(_CAS_ATTEMPTS):
             data, token = self.store.read_versioned(key)
@@ -379,6 +422,7 @@ class Refs:
             if not summary:
                 return record
             record.history.append(AnnotationEvent(at=now_iso(), by=by, changes=summary))
+            about_to_write()  # listings show a model version's annotations (datasets' they don't)
             try:
                 self.store.put_if(key, msgspec.json.encode(record, order="sorted"), token)
                 return record
@@ -427,3 +471,16 @@ class Refs:
         if self.all_version_numbers(name):
             return f"every version of {self.kind} {name!r} was deleted (see `dvx {self.kind} list`)"
         return f"no {self.kind} named {name!r} in this store (see `dvx {self.kind} list`)"
+
+
+_PARALLEL_READS = 16
+_SERIAL_BELOW = 4  # fewer reads than this are not worth a thread pool
+
+
+def _parallel(read: Callable[[Any], Any], items: list) -> list:
+    """`[read(item) for item in items]`, the reads overlapping in a thread pool when there are several
+    (store requests wait on the network; a local store's reads release the GIL too)."""
+    if len(items) < _SERIAL_BELOW:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(min(_PARALLEL_READS, len(items)), thread_name_prefix="dvx-refs") as pool:
+        return list(pool.map(read, items))
