@@ -19,8 +19,8 @@ from dvx.errors import (
 )
 
 _API = {"Dataset", "Model", "ModelVersion", "Version", "check", "datasets", "delete", "diff", "fetch", "files", "gc", "get", "init",
-        "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "tag",
-        "verify", "version"}
+        "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "SharedDraft", "show", "status",
+        "store_info", "tag", "verify", "version"}
 
 
 def __getattr__(name: str):
@@ -35,6 +35,6 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 __all__ = [
     "ConflictError", "Dataset", "DvxError", "IntegrityError", "Model", "ModelVersion", "NotFoundError", "StoreError",
-    "UsageError", "Version", "check", "datasets", "delete", "diff", "fetch", "files", "gc", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status",
+    "UsageError", "Version", "check", "datasets", "delete", "diff", "fetch", "files", "gc", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "SharedDraft", "show", "status",
     "store_info", "tag", "verify", "version",
 ]

@@ -34,6 +34,18 @@ def _draft(name: str | None):
 
 dataset_name_option = click.option("--dataset", "name", metavar="NAME",
                                    help="Draft to act on (default: the current draft).")
+shared_draft_option = click.option("--draft", "draft_id", metavar="ID",
+                                   help="Act on the shared draft ID (from `create --shared`) instead.")
+
+
+def _shared(draft_id: str, name: str | None = None):
+    """The shared draft ID (a draft in the store that several machines add to)."""
+    from dvx.api import SharedDraft
+    from dvx.errors import UsageError
+
+    if name:
+        raise UsageError("give either --draft ID (a shared draft) or a local draft's name, not both")
+    return SharedDraft.open(draft_id, store=store_option())
 
 
 @click.group("dataset")
@@ -48,11 +60,30 @@ def dataset_group() -> None:
                    "Default: NAME's latest version.")
 @click.option("-m", "--message", default="", help="Commit message (can also be given at commit).")
 @click.option("--replace", is_flag=True, help="Discard an open draft of NAME first.")
+@click.option("--shared", is_flag=True,
+              help="Make a shared draft in the store and print its id: workers anywhere add to it with --draft ID.")
 @common
-def create(name: str, parents: tuple[str, ...], message: str, replace: bool) -> None:
+def create(name: str, parents: tuple[str, ...], message: str, replace: bool, shared: bool) -> None:
     """Open a draft of the next version of NAME."""
-    from dvx.api import Dataset
+    from dvx.api import Dataset, SharedDraft
 
+    if shared:
+        if replace:
+            from dvx.errors import UsageError
+
+            raise UsageError("--replace applies to local drafts; a shared draft always starts afresh")
+        shared_draft = SharedDraft.create(name, list(parents) or None, message, store=store_option())
+        header = shared_draft.header
+
+        def human_shared() -> None:
+            click.echo(header.id)  # alone on stdout, for DRAFT=$(dvx dataset create NAME --shared)
+            base = f" from {', '.join(header.parent_refs)}" if header.parent_refs else " (new dataset)"
+            click.echo(f"opened shared draft {header.id} of {name}{base}; "
+                       f"add to it with `dvx dataset add PATH --draft {header.id}`", err=True)
+
+        emit({"draft": header.id, "name": name, "parents": header.parent_refs,
+              "store": shared_draft.repo.settings.store_url}, human_shared)
+        return
     draft = Dataset.create(name, list(parents) or None, message, store=store_option(), replace=replace)
     state = draft.state()
     emit({"name": name, "parents": state.parent_refs, "store": state.store_url},
@@ -65,10 +96,12 @@ def create(name: str, parents: tuple[str, ...], message: str, replace: bool) -> 
 @click.option("--to", "to", default="", metavar="DIR", help="Folder in the dataset to put them under.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files (repeatable).")
 @dataset_name_option
+@shared_draft_option
 @common
-def add(paths: tuple[str, ...], to: str, exclude: tuple[str, ...], name: str | None) -> None:
+def add(paths: tuple[str, ...], to: str, exclude: tuple[str, ...], name: str | None, draft_id: str | None) -> None:
     """Add files or folders (a folder's contents go to the dataset root, or under --to)."""
-    result = _draft(name).add(*paths, to=to, exclude=exclude, progress=progress_bar)
+    draft = _shared(draft_id, name) if draft_id else _draft(name)
+    result = draft.add(*paths, to=to, exclude=exclude, progress=progress_bar)
     emit(result.to_dict(), lambda: click.echo(
         f"added {result.files} files ({human_size(result.bytes)}): read {result.read_files}, "
         f"unchanged {result.unchanged_files}; stored {human_size(result.stored_bytes)} new"
@@ -78,10 +111,11 @@ def add(paths: tuple[str, ...], to: str, exclude: tuple[str, ...], name: str | N
 @dataset_group.command("remove")
 @click.argument("patterns", nargs=-1, required=True)
 @dataset_name_option
+@shared_draft_option
 @common
-def remove(patterns: tuple[str, ...], name: str | None) -> None:
+def remove(patterns: tuple[str, ...], name: str | None, draft_id: str | None) -> None:
     """Remove files matching globs (relative to the dataset root) from the draft."""
-    removed = _draft(name).remove(*patterns)
+    removed = (_shared(draft_id, name) if draft_id else _draft(name)).remove(*patterns)
     emit({"removed": removed}, lambda: click.echo(f"removed {len(removed)} files"))
 
 
@@ -98,9 +132,24 @@ def sync(folder: str, exclude: tuple[str, ...], name: str | None) -> None:
 
 @dataset_group.command("status")
 @dataset_name_option
+@shared_draft_option
 @common
-def status(name: str | None) -> None:
-    """What the draft changes against its parent(s)."""
+def status(name: str | None, draft_id: str | None) -> None:
+    """What the draft changes against its parent(s); with --draft, the shared draft's state and parts."""
+    if draft_id:
+        info = _shared(draft_id, name).status()
+
+        def human_shared() -> None:
+            base = ", ".join(info["parents"]) or "nothing (new dataset)"
+            state = info["state"] + (f" as {info['version']}" if info["version"] else "")
+            click.echo(f"shared draft {info['id']} of {info['name']} against {base}: {state}")
+            for part in info["parts"]:
+                click.echo(f"{part['id']}  {part['author']}  {part['created'][:19]}  {part['files']} files, "
+                           f"{human_size(part['bytes'])}" + (f", {part['removed']} removed" if part["removed"] else ""))
+            click.echo(f"{len(info['parts'])} parts")
+
+        emit(info, human_shared)
+        return
     draft = _draft(name)
     changes = draft.status()
     state = draft.state()
@@ -119,10 +168,15 @@ def status(name: str | None) -> None:
 @click.option("--force", is_flag=True, help="Move tags that point at another version.")
 @click.option("--allow-empty", is_flag=True, help="Make a version even if nothing changed.")
 @dataset_name_option
+@shared_draft_option
 @common
-def commit(message: str | None, tags: tuple[str, ...], force: bool, allow_empty: bool, name: str | None) -> None:
-    """Turn the draft into a new immutable version NAME@vN."""
-    result = _draft(name).commit(message, tags, force_tags=force, allow_empty=allow_empty)
+def commit(message: str | None, tags: tuple[str, ...], force: bool, allow_empty: bool, name: str | None,
+           draft_id: str | None) -> None:
+    """Turn the draft into a new immutable version NAME@vN (with --draft: merge the shared draft's parts)."""
+    if draft_id:
+        result = _shared(draft_id, name).commit(message, tags, force_tags=force)
+    else:
+        result = _draft(name).commit(message, tags, force_tags=force, allow_empty=allow_empty)
     version = result.version
 
     def human() -> None:
@@ -136,9 +190,16 @@ def commit(message: str | None, tags: tuple[str, ...], force: bool, allow_empty:
 
 @dataset_group.command("discard")
 @click.argument("name", required=False)
+@shared_draft_option
 @common
-def discard(name: str | None) -> None:
-    """Throw away an open draft (default: the current one)."""
+def discard(name: str | None, draft_id: str | None) -> None:
+    """Throw away an open draft (default: the current one), or the shared draft given by --draft."""
+    if draft_id:
+        shared = _shared(draft_id, name)
+        shared.discard()
+        emit({"discarded": shared.name, "draft": shared.id},
+             lambda: click.echo(f"discarded shared draft {shared.id} of {shared.name}"))
+        return
     draft = _draft(name)
     draft.discard()
     emit({"discarded": draft.name}, lambda: click.echo(f"discarded the draft of {draft.name}"))
