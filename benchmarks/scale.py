@@ -12,7 +12,9 @@ Parts, each timed through the installed `dvx` (whole processes, as a user runs t
   bigfile  one 8 GiB random file: add + commit and get (time vs `cp` + `sync`, peak RSS)
   lineage  1,000 versions of a 1,000-file dataset, each changing 1 %: `dataset log`, `dataset show`,
            `get` of the latest and of v1; store size per version
-  names    10,000 datasets with a tag each: `dataset list`, resolving `name@tag`
+  names    10,000 datasets with a tag each and 10,000 models with a `production` alias each: `dataset
+           list`, `model list --alias production`, resolving `name@tag`; on the local store and on S3
+           (moto's server, started by the script on 127.0.0.1, holding a copy of the same store)
 
 Setup that is not being measured (generating files, creating thousands of versions or names) uses the
 Python API in one process. Targets are printed next to each number.
@@ -24,6 +26,8 @@ import argparse
 import json
 import os
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +50,8 @@ class Bench:
         byte_compile_dvx(self.dvx)
         self.work = Path(tempfile.mkdtemp(prefix="dvx-scale-", dir=args.workdir))
         self.rows: list[tuple[str, str, str, str]] = []
+        self.cleanups: list = []  # called at the end (servers started by a part)
+        self.s3_env: dict | None = None  # moto's endpoint and credentials, once started
 
     def env(self, name: str) -> dict:
         return dict(os.environ, DVX_STORE=str(self.work / name / "store"), DVX_STATE_DIR=str(self.work / name / "state"),
@@ -87,24 +93,48 @@ class Bench:
         seconds, _ = self.timed(env, ["dataset", "create", "big"], ["dataset", "sync", str(src)],
                                 ["dataset", "commit", "-m", "100 changed"])
         self.row("files", "re-commit with 100 files changed", f"{seconds:.1f} s", "< 30 s")
-        manifests = sorted((self.work / "files" / "store" / "manifests").rglob("*.zst"), key=os.path.getmtime)
-        self.row("files", "manifest objects / bytes of v2's", f"{len(manifests)} / "
-                 f"{format_bytes(manifests[-1].stat().st_size)}", "v2 shares most bytes with v1")
+        self.page_sharing(self.work / "files" / "store", env)
         folder = f"folder{123 % folders:03d}"
-        remove_tree(self.work / "files" / "cache")
-        for what, args in (("ls REF SUBFOLDER (cold cache)", ["ls", "big@v2", folder]),
-                           ("get REF --glob 'SUBFOLDER/*' (cold cache)",
-                            ["get", "big@v2", "--glob", f"{folder}/*", "-o", str(self.work / "files" / "out")])):
+        self.partial_reads(env, "local", folder)
+        s3_env = self._on_s3("files", env)
+        if s3_env is not None:
+            self.partial_reads(s3_env, "S3 (moto)", folder)
+        remove_tree(src)
+
+    def page_sharing(self, store: Path, env: dict) -> None:
+        """How many of big@v2's manifest pages, and bytes, are new against big@v1."""
+        python = Path(self.dvx.path).parent / "python"
+        code = ("import json, dvx; from dvx.api.repo import Repo; r = Repo(); "
+                "print(json.dumps([[p.id for p in r.manifest_root(r.resolve(ref).manifest).pages] "
+                "+ [r.resolve(ref).manifest] for ref in ('big@v1', 'big@v2')]))")
+        one, two = json.loads(run_command([str(python), "-c", code], env=env).stdout)
+        size = {k: (store / ("manifests" if k in (one[-1], two[-1]) else "pages") / k[:2] / f"{k}.json.zst").stat().st_size
+                for k in one + two}
+        new = [k for k in two if k not in set(one)]
+        total, fresh = sum(size[k] for k in two), sum(size[k] for k in new)
+        self.row("files", "v2's manifest: new pages / all; new bytes / all",
+                 f"{len(new) - 1}/{len(two) - 1}; {format_bytes(fresh)}/{format_bytes(total)} ({fresh / total:.1%})",
+                 "v2 shares most bytes with v1")
+
+    def partial_reads(self, env: dict, where: str, folder: str) -> None:
+        """ls of one folder, get of one folder's glob and dvx.open of one file, each a whole process with
+        an empty cache (the store read from scratch)."""
+        cache = Path(env["DVX_CACHE_DIR"])
+        reads = (("ls REF SUBFOLDER", ["ls", "big@v2", folder]),
+                 ("get REF --glob 'SUBFOLDER/*'", ["get", "big@v2", "--glob", f"{folder}/*", "-o",
+                                                   str(self.work / "files" / f"out-{where[:2]}")]))
+        for what, args in reads:
+            remove_tree(cache)
             started = time.perf_counter()
             self.dvx_cmd(env, *args)
-            self.row("files", what, f"{time.perf_counter() - started:.2f} s", "< 1 s (S3: < 1 s)")
+            self.row("files", f"{what} ({where}, cold cache)", f"{time.perf_counter() - started:.2f} s", "< 1 s")
         python = Path(self.dvx.path).parent / "python"
-        code = (f"import time, dvx; t = time.perf_counter(); dvx.open('big@v2/{folder}/f{123:07d}.bin').read(); "
-                "print(time.perf_counter() - t)")
+        code = f"import dvx; dvx.open('big@v2/{folder}/f{123:07d}.bin').read()"
+        remove_tree(cache)
         started = time.perf_counter()
         run_command([str(python), "-c", code], env=env)
-        self.row("files", "dvx.open(REF/path).read() (process incl.)", f"{time.perf_counter() - started:.2f} s", "< 1 s")
-        remove_tree(src)
+        self.row("files", f"dvx.open(REF/path).read() ({where}, cold cache)", f"{time.perf_counter() - started:.2f} s",
+                 "< 1 s")
 
     def bigfile(self) -> None:
         size = self.scaled(8 << 30)
@@ -164,28 +194,93 @@ class Bench:
     def names(self) -> None:
         count = self.scaled(10_000)
         env = self.env("names")
+        # A few datasets and one model go through the whole API (chunks, manifests, drafts); the rest are
+        # the same content committed under other names, written through the refs layer (as `dvx push`
+        # imports versions), each name's writes sharing one catalog update. One process, not measured.
         setup = (
-            "import sys, dvx\n"
+            "import os, sys, dvx\n"
             "from dvx.api.repo import Repo\n"
-            "from dvx.api.datasets import Dataset\n"
+            "from dvx.refs import VersionRecord\n"
             "count, src = int(sys.argv[1]), sys.argv[2]\n"
-            "import os; os.makedirs(src); open(f'{src}/a.txt', 'w').write('same content everywhere')\n"
-            "repo = Repo()\n"
-            "for i in range(count):\n"
-            "    d = Dataset.create(f'team{i % 100:02d}/ds{i:05d}', repo=repo)\n"
+            "os.makedirs(src); open(f'{src}/a.txt', 'w').write('same content everywhere')\n"
+            "real = min(count, 20)\n"
+            "for i in range(real):\n"
+            "    d = dvx.Dataset.create(f'team{i % 100:02d}/ds{i:05d}')\n"
             "    d.add(src)\n"
-            "    d.commit('one', tags=['production'])\n")
+            "    d.commit('one', tags=['production'])\n"
+            "dvx.Model.register('team00/model00000', src, aliases=['production'], metrics={'acc': 0.5})\n"
+            "repo = Repo()\n"
+            "def fill(kind, first, name_of, notes):\n"
+            "    refs = repo.refs(kind)\n"
+            "    model = refs.get_version(name_of(0), 1)\n"
+            "    for i in range(first, count):\n"
+            "        name = name_of(i)\n"
+            "        with refs.catalog.updating(name) as about_to_write:\n"
+            "            about_to_write()\n"
+            "            fields = {f: getattr(model, f) for f in model.__struct_fields__}\n"
+            "            record = refs.allocate(VersionRecord(**{**fields, 'name': name, 'version': 0}))\n"
+            "            refs.set_tag(name, 'production', record, by='bench', move=True)\n"
+            "            if notes:\n"
+            "                refs.update_annotations(name, 1, lambda n, i=i: n.metrics.update(acc=i / count) or\n"
+            "                                        {'metrics': {'acc': i / count}}, by='bench')\n"
+            "fill('dataset', real, lambda i: f'team{i % 100:02d}/ds{i:05d}', False)\n"
+            "fill('model', 1, lambda i: f'team{i % 100:02d}/model{i:05d}', True)\n")
         python = Path(self.dvx.path).parent / "python"
         started = time.perf_counter()
         run_command([str(python), "-c", setup, str(count), str(self.work / "names" / "src")], env=env)
-        print(f"  (made {count} datasets in {time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"  (made {count} datasets and {count} models, each with a production tag / alias, in "
+              f"{time.perf_counter() - started:.0f} s)", flush=True)
+        self._time_name_commands("local", env, count, "< 1 s")
+        s3_env = self._on_s3("names", env)
+        if s3_env is not None:
+            self._time_name_commands("S3", s3_env, count, "< 2 s")
+        remove_tree(self.work / "names")
+
+    def _time_name_commands(self, where: str, env: dict, count: int, target: str) -> None:
         for what, args in (("dataset list", ["dataset", "list", "--json"]),
-                           ("resolve name@tag (dataset show)", ["dataset", "show", f"team07/ds{7 % count:05d}@production"])):
+                           ("model list --alias production", ["model", "list", "--alias", "production", "--json"]),
+                           ("resolve name@tag (dataset show)",
+                            ["dataset", "show", f"team07/ds{7 % count:05d}@production"])):
+            self.dvx_cmd(env, *args)  # the first run after setup may build shards no write touched
             started = time.perf_counter()
             self.dvx_cmd(env, *args)
-            self.row("names", f"{what} with {count} names", f"{time.perf_counter() - started:.2f} s",
-                     "< 1 s local, < 2 s S3")
-        remove_tree(self.work / "names")
+            self.row("names", f"{what}, {count} names, {where}", f"{time.perf_counter() - started:.2f} s", target)
+
+    def _on_s3(self, part: str, env: dict) -> dict | None:
+        """The part's local store copied object for object into a bucket on moto's S3 server (started
+        here on 127.0.0.1, once, in its own process so that it has a core to itself): the same keys, so
+        the same versions, pages, refs and catalog. None when moto or s3fs is not installed."""
+        try:
+            import moto.server  # noqa: F401
+            import s3fs
+        except ImportError:
+            print(f"  (moto[server] or s3fs is not installed: {part} on S3 skipped)", flush=True)
+            return None
+        if self.s3_env is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.cleanups.append(server.terminate)
+            self.s3_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+            os.environ.update(self.s3_env)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        for _ in range(100):
+            try:
+                fs.mkdir(f"dvx-{part}")
+                break
+            except OSError:
+                time.sleep(0.1)  # the server is still starting
+        store = self.work / part / "store"
+        local = [p for p in store.rglob("*") if p.is_file() and not p.relative_to(store).parts[0].startswith(".")]
+        started = time.perf_counter()
+        fs.put([str(p) for p in local], [f"dvx-{part}/{part}/{p.relative_to(store).as_posix()}" for p in local],
+               batch_size=64)
+        print(f"  (copied {len(local)} objects to moto's S3 in {time.perf_counter() - started:.0f} s)", flush=True)
+        return dict(env, **self.s3_env, DVX_STORE=f"s3://dvx-{part}/{part}",
+                    DVX_STATE_DIR=str(self.work / part / "s3-state"), DVX_CACHE_DIR=str(self.work / part / "s3-cache"))
 
 
 def main() -> None:
@@ -205,6 +300,8 @@ def main() -> None:
         for part in parts:
             getattr(bench, part)()
     finally:
+        for cleanup in bench.cleanups:
+            cleanup()
         remove_tree(bench.work)
     if args.json:
         args.json.write_text(json.dumps([dict(zip(("part", "what", "value", "target"), r)) for r in bench.rows],

@@ -224,8 +224,7 @@ class DvxFileSystem(AbstractFileSystem, metaclass=_Where):
                     record = self._refs[key] = reading.resolve_record(self._repo, ref, kind)
                 version = self._trees.get(record.manifest)
                 if version is None:
-                    manifest = self._repo.read_manifest(record.manifest)
-                    version = self._trees[record.manifest] = _Version(reading.Resolved(record, manifest), kind)
+                    version = self._trees[record.manifest] = _Version(reading.Resolved(self._repo, record), kind)
                     while len(self._trees) > _TREES_KEPT:
                         self._trees.popitem(last=False)
                 else:

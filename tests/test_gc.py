@@ -80,10 +80,10 @@ def collect(**kwargs) -> garbage.GcReport:
 
 
 def keys_of(version: dvx.Version) -> set[str]:
-    """Manifest, pack and index keys of a version."""
+    """Manifest (root and pages), pack and index keys of a version."""
     repo = Repo()
     packs = {c.pack for f in repo.read_manifest(version.id).files for c in f.chunks}
-    return {manifest_key(version.id)} | {pack_key(p) for p in packs} | {index_key(p) for p in packs}
+    return repo.manifest_keys(version.id) | {pack_key(p) for p in packs} | {index_key(p) for p in packs}
 
 
 def store_keys() -> set[str]:
@@ -145,7 +145,7 @@ def test_a_deleted_version_is_collected_in_two_runs_a_grace_apart(any_store: str
     assert collect().condemned == []  # everything is referenced
     delete_versions(Repo(), "drop@v1")
     only_drop = keys_of(drop) - keys_of(keep)
-    assert len(only_drop) == 3  # its manifest, its pack and the pack's index segment
+    assert len(only_drop) == 4  # its manifest's root and page, its pack and the pack's index segment
     t = time.time()
 
     young = collect(now=t)
@@ -215,7 +215,7 @@ def test_dry_run_changes_nothing_and_the_json_report_has_its_shape(tmp_path: Pat
     delete_versions(Repo(), "d@v1")
     before = {k: Repo().store.info(k).mtime for k in store_keys()}
     dry = json.loads(run_gc_cli("gc", "--dry-run", "--grace", "0s", "--force", "--json").stdout)
-    assert dry["dry_run"] is True and dry["condemned"]["objects"] == 3 and dry["condemned"]["record"] is None
+    assert dry["dry_run"] is True and dry["condemned"]["objects"] == 4 and dry["condemned"]["record"] is None
     assert {k: Repo().store.info(k).mtime for k in store_keys()} == before
     out = json.loads(run_gc_cli("gc", "--grace", "0s", "--force", "--json").stdout)
     assert set(out) == {"store", "dry_run", "grace_seconds", "now", "reachable", "condemned", "deleted",
@@ -224,14 +224,14 @@ def test_dry_run_changes_nothing_and_the_json_report_has_its_shape(tmp_path: Pat
     assert set(out["condemned"]) == {"objects", "bytes", "keys", "record", "deletable_after"}
     assert set(out["deleted"]) == {"objects", "bytes", "keys"} and set(out["leases"]) == {"live", "expired",
                                                                                               "holders"}
-    assert out["grace_seconds"] == 0 and out["condemned"]["objects"] == 3 and out["deleted"]["objects"] == 0
+    assert out["grace_seconds"] == 0 and out["condemned"]["objects"] == 4 and out["deleted"]["objects"] == 0
     assert out["condemned"]["record"].startswith("gc/condemned-")
     dry = json.loads(run_gc_cli("gc", "--dry-run", "--grace", "0s", "--force", "--json").stdout)
-    assert dry["deleted"]["objects"] == 3 and dry["bytes_freed"] > 80_000
+    assert dry["deleted"]["objects"] == 4 and dry["bytes_freed"] > 80_000
     assert set(store_keys()) == set(before) | {out["condemned"]["record"]}
     done = run_gc_cli("gc", "--grace", "0s", "--force")
-    assert "deleted 3 objects, freed" in done.stdout
-    assert not [k for k in store_keys() if k.startswith(("packs/", "index/", "manifests/", "gc/"))]
+    assert "deleted 4 objects, freed" in done.stdout
+    assert not [k for k in store_keys() if k.startswith(("packs/", "index/", "manifests/", "pages/", "gc/"))]
 
 
 def test_a_short_grace_needs_force_and_a_bad_one_is_a_usage_error():
@@ -247,10 +247,10 @@ def test_a_pack_condemned_then_referenced_again_is_pardoned(tmp_path: Path):
     delete_versions(Repo(), "p@v1")
     t = time.time()
     condemned = {o.key for o in collect(now=t + DAY + 60).condemned}
-    assert len(condemned) == 3
+    assert len(condemned) == 4  # manifest root and page, pack, index segment
     again = commit("q", {"same.bin": rand(7, 90_000)}, tmp_path / "two")  # dedups into the condemned pack
     report = collect(now=t + 3 * DAY)
-    assert report.deleted == [o for o in report.deleted if o.key.startswith("manifests/")]
+    assert report.deleted == [o for o in report.deleted if o.key.startswith(("manifests/", "pages/"))]
     assert {o.key for o in report.pardoned} == {k for k in condemned if k.startswith("packs/")}
     verify_full(again.ref)
 
@@ -392,7 +392,7 @@ def test_a_writer_waits_for_a_sweep_that_read_the_leases_before_it(announced: bo
     commit("old", {"x.bin": content}, tmp_path / "old")
     delete_versions(Repo(), "old@v1")
     t = time.time()
-    assert len(collect(now=t + DAY + 60).condemned) == 3
+    assert len(collect(now=t + DAY + 60).condemned) == 4
     refs_read, go = threading.Event(), threading.Event()
     real_reachable = garbage._reachable
 
@@ -426,7 +426,7 @@ def test_a_writer_waits_for_a_sweep_that_read_the_leases_before_it(announced: bo
     go.set()
     sweeper.join(30)
     writer.join(30)
-    assert len(outcome["gc"].deleted) == 3  # the old version's manifest, pack and index segment
+    assert len(outcome["gc"].deleted) == 4  # the old version's manifest root and page, pack and index segment
     report = dvx.verify(["new@v1"], mode="exists")
     if announced:
         assert report.ok and outcome["version"].ref == "new@v1"

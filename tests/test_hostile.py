@@ -49,6 +49,7 @@ from dvx.manifests import (
     decode_manifest,
     encode_manifest,
 )
+from dvx.manifests.paged import page_key
 from dvx.manifests.model import (
     check_link_chains,
     manifest_key,
@@ -117,7 +118,9 @@ def record_version(store: Path, name: str, manifest_id: str, files: int = 0) -> 
     return record.ref
 
 
-def stored_doc(store: Path, ref: str) -> dict:
+def stored_doc(store: Path, ref: str) -> tuple[dict, dict]:
+    """The root of a small version's manifest, and its only page turned into format 2's shape (a list
+    of file objects with chunk columns) so that the cases below can damage one file at a time."""
     from dvx.api.reading import resolve
     from dvx.api.repo import Repo
 
@@ -126,8 +129,59 @@ def stored_doc(store: Path, ref: str) -> dict:
         manifest_id = resolve(repo, ref).record.manifest
     finally:
         repo.close()
-    raw = zstandard.ZstdDecompressor().decompress((store / manifest_key(manifest_id)).read_bytes())
-    return json.loads(raw)
+    root = json.loads(zstandard.ZstdDecompressor().decompress((store / manifest_key(manifest_id)).read_bytes()))
+    assert len(root["pages"]) == 1
+    page = json.loads(zstandard.ZstdDecompressor().decompress((store / page_key(root["pages"][0]["id"])).read_bytes()))
+    columns, chunks, files, at = page["files"], page["chunks"], [], 0
+    for i, path in enumerate(columns["paths"]):
+        held = columns["chunk_counts"][i]
+        entry = {"path": path, "size": columns["sizes"][i], "digest": columns["digests"][32 * i:32 * i + 32]}
+        if held:
+            entry["chunks"] = {"ids": chunks["ids"][32 * at:32 * (at + held)],
+                               **{k: chunks[k][at:at + held] for k in ("packs", "offsets", "lengths", "sizes", "codecs")}}
+        at += held
+        files.append(entry)
+    return root, {"packs": page["packs"], "files": files}
+
+
+def page_columns(doc: dict) -> dict:
+    """A page document (format 3) from format 2's shape: the inverse of stored_doc's conversion, with
+    no checks, so that whatever a case put there reaches the store as is."""
+    files = sorted(doc["files"], key=lambda f: f["path"])
+    chunk_columns = {k: [] for k in ("packs", "offsets", "lengths", "sizes", "codecs")}
+    ids = ""
+    for f in files:
+        chunks = f.get("chunks") or {"ids": "", **{k: [] for k in chunk_columns}}
+        ids += chunks["ids"]
+        for k in chunk_columns:
+            chunk_columns[k] += chunks[k]
+    columns = {"paths": [f["path"] for f in files], "sizes": [f.get("size", 0) for f in files],
+               "digests": "".join(f.get("digest", EMPTY_DIGEST) for f in files),
+               "chunk_counts": [len(f.get("chunks", {}).get("packs", [])) for f in files]}
+    links = [[i, f["link"]] for i, f in enumerate(files) if f.get("link") is not None]
+    if links:
+        columns["links"] = links
+    return {"format_version": 3, "packs": doc["packs"], "files": columns, "chunks": {"ids": ids, **chunk_columns}}
+
+
+def store_paged(base: dict, doc: dict, damage=None) -> str:
+    """Store a (crafted) page under its valid id and a root listing it; returns the root's id. A
+    "parents" key on the page goes to the root; `damage(page)` may then change the columns."""
+    doc = copy.deepcopy(doc)
+    root = copy.deepcopy(base["root"])
+    root["parents"] = doc.pop("parents", root["parents"])
+    page = page_columns(doc)
+    if damage is not None:
+        damage(page)
+    data = canonical(page)
+    page_id = xxhash.xxh3_128_hexdigest(data)
+    target = base["store"] / page_key(page_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(compress_manifest(data))
+    paths, sizes = page["files"]["paths"], page["files"]["sizes"]
+    root["pages"] = [{"id": page_id, "first": paths[0], "files": len(paths), "bytes": sum(sizes)}]
+    root["files"], root["bytes"] = len(paths), sum(sizes)
+    return store_doc(base["store"], canonical(root))
 
 
 @pytest.fixture
@@ -137,7 +191,8 @@ def base(tmp_path: Path, isolated) -> dict:
     ds = dvx.Dataset.create("ds")
     ds.add(src)
     ds.commit("v1")
-    return {"store": isolated["store"], "doc": stored_doc(isolated["store"], "ds@v1"), "src": src}
+    root, page = stored_doc(isolated["store"], "ds@v1")
+    return {"store": isolated["store"], "root": root, "doc": page, "src": src}
 
 
 def _file(doc: dict, path: str) -> dict:
@@ -212,7 +267,7 @@ def test_a_hostile_manifest_is_refused_and_nothing_is_written(case: str, base: d
     victim.write_bytes(b"alpha\n")  # the size the crafted chunk claims: it would be read, then deleted
     (isolated["cache"] / "chunks").mkdir(parents=True, exist_ok=True)
     doc = _mutate(base["doc"], case, tmp_path)
-    manifest_id = store_doc(base["store"], canonical(doc))
+    manifest_id = store_paged(base, doc)
     ref = record_version(base["store"], "ds", manifest_id, len(doc["files"]))
     before = tree_snapshot(tmp_path, skip=("store",))
     out = tmp_path / "out"
@@ -225,6 +280,27 @@ def test_a_hostile_manifest_is_refused_and_nothing_is_written(case: str, base: d
     # The intact version next to it still reads.
     assert cli("get", "ds@v1", "-o", str(tmp_path / "good")).returncode == 0
     assert (tmp_path / "good" / "a.txt").read_text() == "alpha\n"
+
+
+PAGE_DAMAGE = {
+    "digest column short": lambda p: p["files"].update(digests=p["files"]["digests"][:-1]),
+    "chunk counts disagree": lambda p: p["files"]["chunk_counts"].__setitem__(0, 2),
+    "executable index out of range": lambda p: p["files"].update(executable=[99]),
+    "link index out of range": lambda p: p["files"].update(links=[[99, "a.txt"]]),
+    "size column short": lambda p: p["files"]["sizes"].pop(),
+    "pack index out of range": lambda p: p["chunks"]["packs"].__setitem__(0, 9),
+}
+
+
+@pytest.mark.parametrize("case", PAGE_DAMAGE, ids=repr)
+def test_a_page_with_inconsistent_columns_is_refused(case: str, base: dict, tmp_path: Path):
+    """A page's columns that disagree with each other (lengths, indices) are refused with exit 5 and one
+    line naming the manifest, by ls, get and dvx.open alike."""
+    manifest_id = store_paged(base, base["doc"], PAGE_DAMAGE[case])
+    ref = record_version(base["store"], "ds", manifest_id, len(base["doc"]["files"]))
+    for args in (["ls", ref], ["get", ref, "-o", str(tmp_path / "out")], ["ls", ref, "sub"]):
+        one_error_line(cli(*args), EXIT_INTEGRITY, manifest_id)
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_chunk_cache_never_touches_files_outside_itself(tmp_path: Path, isolated):
@@ -328,7 +404,7 @@ def test_a_chunk_that_is_a_decompression_bomb_is_refused(recorded: int, base: di
     doc["files"].append({"path": "zbomb.bin", "size": recorded, "digest": cid, "chunks": {
         "ids": cid, "packs": [doc["packs"].index(pack_id)], "offsets": [0], "lengths": [len(frame)],
         "sizes": [recorded], "codecs": [codec.ZSTD]}})
-    ref = record_version(base["store"], "ds", store_doc(base["store"], canonical(doc)), len(doc["files"]))
+    ref = record_version(base["store"], "ds", store_paged(base, doc), len(doc["files"]))
     out = tmp_path / "out"
     proc = _limited_run(["get", ref, "-o", str(out)])
     one_error_line(proc, EXIT_INTEGRITY, ref, "zbomb.bin")

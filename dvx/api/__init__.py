@@ -32,6 +32,7 @@ _LAZY = {
     "LineageEdge": "lineage_graph", "LineageGraph": "lineage_graph", "LineageNode": "lineage_graph",
     "FetchedModel": "models", "Model": "models", "ModelVersion": "models",
     "Pin": "pinning",
+    "SharedDraft": "shared_drafts",
     "DeleteResult": "garbage", "GcReport": "garbage",
     "PinStatus": "workspace", "PullResult": "workspace",
     "Problem": "integrity", "VerifyReport": "integrity", "VersionCheck": "integrity",
@@ -46,7 +47,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "AddResult", "Change", "CheckReport", "CheckResult", "CommitResult", "Dataset", "DeleteResult", "FetchedModel", "FileInfo", "GcReport", "LineageEdge", "LineageGraph",
-    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "Problem", "PullResult", "Repo", "VerifyReport", "Version", "VersionCheck", "check", "datasets", "diff",
+    "LineageNode", "Model", "ModelVersion", "Pin", "PinStatus", "Problem", "PullResult", "Repo", "SharedDraft", "VerifyReport", "Version", "VersionCheck", "check", "datasets", "diff",
     "drafts", "fetch", "files", "gc", "get", "init", "lineage", "log", "ls", "open", "pin", "pins", "pull", "push", "show", "status", "store_info", "summarise", "tag", "verify", "version",
 ]
 
@@ -89,8 +90,10 @@ def files(ref: str, glob: Sequence[str] | str | None = None, part: tuple[int, in
     """The files of a version (optionally a glob selection or one worker's part). Sorted by path;
     with `shuffle_seed`, split by that seed and in its shuffled order (pass the epoch to reshuffle)."""
     resolved = _reading().resolve(Repo(store=store), ref)
+    globs, part = _globs(glob), _part(part)
+    candidates = resolved.selected(globs) if globs and part is None else resolved.manifest.files
     return [FileInfo(f.path, f.size, f.digest, f.executable, f.link)
-            for f in select_files(resolved.manifest.files, _globs(glob), _part(part), shuffle_seed)]
+            for f in select_files(candidates, globs, part, shuffle_seed)]
 
 
 def version(ref: str, *, store: str | None = None) -> Version:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import struct
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from itertools import chain, islice
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +20,7 @@ from dvx.api.garbage import DataCollectedError, Lease, parent_pack_keys
 from dvx.api.model import AddResult, CommitResult, Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
-from dvx.chunks import ChunkStore
+from dvx.chunks import ChunkRef, ChunkStore
 from dvx.chunks.pack import pack_key
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.locks import FileLock
@@ -30,16 +33,16 @@ from dvx.manifests import (
     StatCache,
     compress_manifest,
     diff_files,
-    encode_manifest,
     folders_of,
     manifest_key,
     scan,
     validate_path,
 )
+from dvx.manifests.paged import encode_paged, page_key
 from dvx.manifests.scan import ensure_unchanged_since_scan
 from dvx.refs import VersionRecord, check_name, check_tag, now_iso
 
-DRAFT_FORMAT_VERSION = 2
+DRAFT_FORMAT_VERSION = 3
 
 
 class DraftState(msgspec.Struct, kw_only=True):
@@ -68,6 +71,60 @@ class DraftState(msgspec.Struct, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(DraftState)
+_entries_decoder = msgspec.msgpack.Decoder(list[FileEntry])
+# A draft file: this magic, then length-prefixed msgpack frames: the DraftState without its `changed`
+# entries, then those entries in batches (a million-file draft is never one huge buffer in memory).
+_DRAFT_MAGIC = b"DVXDRAFT"
+_FRAME = struct.Struct("<Q")
+_ENTRIES_PER_FRAME = 50_000
+
+
+def _write_draft(f, state: DraftState) -> None:
+    changed = state.changed
+    f.write(_DRAFT_MAGIC)
+    for frame in chain([_encoder.encode(msgspec.structs.replace(state, changed=[]))],
+                       (_encoder.encode(changed[i:i + _ENTRIES_PER_FRAME])
+                        for i in range(0, len(changed), _ENTRIES_PER_FRAME))):
+        f.write(_FRAME.pack(len(frame)))
+        f.write(frame)
+
+
+def _read_draft(f) -> DraftState:
+    """Inverse of _write_draft, a frame at a time; ValueError (or msgspec.DecodeError) when damaged."""
+    if f.read(len(_DRAFT_MAGIC)) != _DRAFT_MAGIC:
+        raise ValueError("not a draft file of this dvx version")
+    state = None
+    packs: dict[str, str] = {}
+    changed: list[FileEntry] = []
+    while header := f.read(_FRAME.size):
+        (size,) = _FRAME.unpack(header)
+        frame = f.read(size)
+        if len(frame) != size:
+            raise ValueError("draft file is cut short")
+        if state is None:
+            state = _decoder.decode(frame)
+        else:
+            changed.extend(shared_strings(_entries_decoder.decode(frame), packs))
+    if state is None:
+        raise ValueError("draft file is cut short")
+    state.changed = changed
+    return state
+
+
+def shared_strings(entries: list[FileEntry], packs: dict[str, str]) -> list[FileEntry]:
+    """Decoded entries with one string object per pack id (`packs` holds them) and a one-chunk file's
+    digest shared with its chunk id: decoding gives every chunk its own copies, ~160 bytes a file."""
+    out = []
+    for entry in entries:
+        chunks = entry.chunks
+        if chunks:
+            chunks = [ChunkRef(c.id, packs.setdefault(c.pack, c.pack), c.offset, c.length, c.size, c.codec)
+                      for c in chunks]
+            digest = chunks[0].id if len(chunks) == 1 and chunks[0].id == entry.digest else entry.digest
+            entry = FileEntry(path=entry.path, size=entry.size, digest=digest, executable=entry.executable,
+                              link=entry.link, chunks=chunks)
+        out.append(entry)
+    return out
 
 
 def version_from_record(record: VersionRecord, tags: Iterable[str] = (), kind: str = "dataset") -> Version:
@@ -107,12 +164,17 @@ class Drafts:
 
     def load(self, name: str) -> DraftState:
         try:
-            state = _decoder.decode(self.path(name).read_bytes())
+            with open(self.path(name), "rb") as f:
+                if f.read(len(_DRAFT_MAGIC)) != _DRAFT_MAGIC:
+                    raise UsageError(f"draft of {name} was written by another dvx version; discard it "
+                                     f"(`dvx {self.kind} discard {name}`) and start again")
+                f.seek(0)
+                state = _read_draft(f)
         except FileNotFoundError:
             raise NotFoundError(
                 f"no draft of {name!r} for store {self.repo.settings.store_url}; "
                 f"start one with `dvx {self.kind} create {name}`") from None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError, struct.error, IndexError):
             raise UsageError(f"draft file {self.path(name)} is damaged; discard it with "
                              f"`dvx {self.kind} discard {name}`") from None
         if state.format_version != DRAFT_FORMAT_VERSION:
@@ -124,7 +186,7 @@ class Drafts:
         target = self.path(state.name)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         with open(tmp, "wb") as f:
-            f.write(_encoder.encode(state))
+            _write_draft(f, state)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -158,7 +220,7 @@ class Drafts:
         return current
 
 
-def _merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
+def merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
     """Files of several parents; where they disagree about a path the FIRST parent wins: a later
     parent's file is dropped if an earlier one has a file or folder at that path or a file at one of
     its parent folders."""
@@ -187,7 +249,7 @@ def _ancestor_in(path: str, files: dict[str, FileEntry]) -> bool:
     return False
 
 
-def _put_all(files: dict[str, FileEntry], entries: list[FileEntry]) -> None:
+def put_entries(files: dict[str, FileEntry], entries: list[FileEntry]) -> None:
     """Insert entries, replacing a file that sits where a folder is needed and a folder where a file goes."""
     folders = folders_of(files)
     for entry in entries:
@@ -229,7 +291,7 @@ class Dataset:
             latest = refs.latest(name) if repo.chunk_store_exists() else None
             records = [latest] if latest else []
         else:
-            records = [repo.resolve(_with_default_name(p, name), kind) for p in parents]
+            records = [repo.resolve(with_default_name(p, name), kind) for p in parents]
         input_records = [repo.resolve(ref, "dataset") for ref in inputs]
         with draft.drafts.locked(name):
             if draft.drafts.exists(name) and not replace:
@@ -292,7 +354,7 @@ class Dataset:
                 raise NotFoundError(
                     f"the draft of {self.name} starts from {ref}, which was deleted and its data collected; "
                     f"discard the draft (`dvx {self.kind} discard {self.name}`) and create it again") from None
-        return _merge_parents(manifests)
+        return merge_parents(manifests)
 
     def files(self, state: DraftState | None = None,
               base: dict[str, FileEntry] | None = None) -> dict[str, FileEntry]:
@@ -318,18 +380,16 @@ class Dataset:
             raise UsageError("nothing to add: give at least one file or folder")
         if to:
             to = validate_path(to.strip("/")) if to.strip("/") else ""
-        scanned: dict[str, ScannedFile] = {}
         started = time.time()
-        for path in paths:
-            for item in scan(path, to=to, exclude=exclude, skip=self.repo.settings.never_swept()):
-                scanned[item.path] = item
+        skip = self.repo.settings.never_swept()
+        scanned = chain.from_iterable(scan(path, to=to, exclude=exclude, skip=skip) for path in paths)
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             files = self.files(state, base)
-            entries, result = store_scanned(self.repo, list(scanned.values()), files, progress, started,
-                                            lease=self._lease(state), covered=self._parent_packs(state))
-            _put_all(files, entries)
+            entries, result = store_in_batches(self.repo, scanned, files, progress, started,
+                                               lease=self._lease(state), covered=self._parent_packs(state))
+            put_entries(files, entries)
             self._save_files(state, base, files)
         return result
 
@@ -337,15 +397,17 @@ class Dataset:
              progress: ProgressFactory = no_progress) -> list[Change]:
         """Make the draft's root equal `folder`: adds, modifies and removes. Returns what changed."""
         started = time.time()
-        scanned = list(scan(folder, exclude=exclude, skip=self.repo.settings.never_swept()))
         if not Path(folder).is_dir():
+            if not os.path.lexists(folder):
+                raise NotFoundError(f"no such file or folder: {folder}")
             raise UsageError(f"{folder} is not a folder; `sync` mirrors a folder into the dataset root")
+        scanned = scan(folder, exclude=exclude, skip=self.repo.settings.never_swept())
         with self.drafts.locked(self.name):
             state = self.drafts.load(self.name)
             base = self.base_files(state)
             before = self.files(state, base)
-            entries, _ = store_scanned(self.repo, scanned, before, progress, started, lease=self._lease(state),
-                                       covered=self._parent_packs(state))
+            entries, _ = store_in_batches(self.repo, scanned, before, progress, started, lease=self._lease(state),
+                                          covered=self._parent_packs(state))
             after = {e.path: e for e in entries}
             self._save_files(state, base, after)
         return diff_files(before, after)
@@ -410,7 +472,7 @@ class Dataset:
             self.drafts.save(state)  # the lease id and commit time, before anything is written
             done = None
             if retry:  # a commit killed after its version was made: find that version, don't make another
-                manifest_id, _ = encode_manifest(manifest)
+                manifest_id = encode_paged(manifest).id
                 done = next((r for r in reversed(refs.versions(self.name)) if r.manifest == manifest_id), None)
             record = done or write_version(repo, manifest, base, state.parent_refs, state.inputs, state.input_refs,
                                            lease=lease)
@@ -436,6 +498,27 @@ class Dataset:
     def _version(self, record: VersionRecord) -> Version:
         tags = [t for t, r in self.repo.refs(self.kind).tags(self.name).items() if r.version == record.version]
         return version_from_record(record, tags, self.kind)
+
+
+# Files scanned, read and stored per batch: bounds the memory of one add to what its entries need (a
+# batch's scan records, stat-cache hits and chunk lists come and go), whatever the file count.
+STORE_BATCH_FILES = 100_000
+
+
+def store_in_batches(repo: Repo, scanned: Iterable[ScannedFile], known: dict[str, FileEntry],
+                     progress: ProgressFactory, scanned_at: float, lease: Lease | None = None,
+                     covered: set[str] = frozenset()) -> tuple[list[FileEntry], AddResult]:
+    """store_scanned over `scanned` (an iterable, consumed STORE_BATCH_FILES at a time)."""
+    entries: list[FileEntry] = []
+    total = AddResult()
+    scanned = iter(scanned)
+    while batch := list(islice(scanned, STORE_BATCH_FILES)):
+        got, result = store_scanned(repo, batch, known, progress, scanned_at, lease=lease, covered=covered)
+        entries.extend(got)
+        for name, value in result.to_dict().items():
+            setattr(total, name, getattr(total, name) + value)
+        del batch, got
+    return entries, total
 
 
 def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileEntry],
@@ -468,7 +551,7 @@ def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileE
             break
         lost = {key.rsplit("/", 1)[1].removesuffix(".pack") for key in missing}
         gone |= lost
-        _forget_packs(chunk_store, lost)
+        chunk_store.forget_packs(lost)
         todo = [f for f in scanned if any(c.pack in gone for c in entries[f.path].chunks)]
     else:
         raise DataCollectedError(f"stored data keeps disappearing from store {repo.store.url} while adding "
@@ -484,7 +567,8 @@ def _store_files(repo: Repo, chunk_store: ChunkStore, cache: StatCache, scanned:
                  known: dict[str, FileEntry], progress: ProgressFactory, scanned_at: float, gone: set[str],
                  result: AddResult, read: set[str], check_hits: bool) -> dict[str, FileEntry]:
     """One pass of store_scanned: entries by path. Content in a pack of `gone` is stored again."""
-    hits = cache.lookup(scanned)
+    # When most files are already in the draft, hits only need their digests (chunk lists on demand).
+    hits = cache.lookup(scanned, with_chunks=len(known) < len(scanned) // 2)
     entries: dict[str, FileEntry] = {}
     pack_alive: dict[str, bool] = {}
     to_read: list[ScannedFile] = []
@@ -503,7 +587,11 @@ def _store_files(repo: Repo, chunk_store: ChunkStore, cache: StatCache, scanned:
                 path=f.path, size=current.size, digest=current.digest, executable=f.executable,
                 chunks=current.chunks)
             continue
-        chunks = hit.chunks()
+        try:
+            chunks = hit.chunks()
+        except KeyError:
+            to_read.append(f)
+            continue
         for ref in chunks:
             if ref.pack not in pack_alive:
                 # With a lease, store_scanned checks the packs after leasing them (and reads again if gone).
@@ -532,15 +620,6 @@ def _store_files(repo: Repo, chunk_store: ChunkStore, cache: StatCache, scanned:
     return entries
 
 
-def _forget_packs(chunk_store: ChunkStore, packs: set[str]) -> None:
-    """Drop chunks in `packs` (found missing) from the chunk store's in-memory index, so the next ingest
-    stores them again instead of pointing at the missing packs.
-    TODO(chunks owner): a ChunkStore.forget_packs(packs) method would keep this inside dvx/chunks."""
-    index = chunk_store.index()
-    for cid in [cid for cid, ref in index.items() if ref.pack in packs]:
-        del index[cid]
-
-
 def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], parent_refs: Sequence[str],
                   inputs: Sequence[str] = (), input_refs: Sequence[str] = (),
                   lease: Lease | None = None) -> VersionRecord:
@@ -549,23 +628,54 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
     With a `lease`, first add the manifest and every pack it uses to the lease and secure them against
     garbage collection; a pack that is gone (collected after the draft's lease lapsed, or with a
     deleted parent) fails the commit with DataCollectedError naming the files to add again."""
-    parent_chunks = {c.id for f in base.values() for c in f.chunks}
-    new_chunks = {c.id: c.length for f in manifest.files for c in f.chunks if c.id not in parent_chunks}
-    manifest_id, data = encode_manifest(manifest)
-    key = manifest_key(manifest_id)
+    known_chunks = {c.id for f in base.values() for c in f.chunks}
+    new_bytes = 0
+    for f in manifest.files:
+        for c in f.chunks:
+            if c.id not in known_chunks:
+                known_chunks.add(c.id)
+                new_bytes += c.length
+    del known_chunks
+    encoded = encode_paged(manifest, known_pages=repo.reusable_pages(manifest.parents))
+    key = manifest_key(encoded.id)
+    pages = {page_key(ref.id): data for ref, data in encoded.pages}
+    parent_pages: set[str] = set()
+    for parent in manifest.parents:
+        try:
+            parent_pages |= repo.manifest_keys(parent)
+        except NotFoundError:
+            pass
+    reused = pages.keys() & parent_pages  # in the store while those parents live: not written again
     if lease is not None:
         packs = {pack_key(c.pack) for f in manifest.files for c in f.chunks}
-        lease.hold(packs | {key})
-        missing = lease.secure(packs | {key}, check=packs, covered=lambda: parent_pack_keys(
+        lease.hold(packs | pages.keys() | {key})
+        missing = lease.secure(packs | pages.keys() | {key}, check=packs | reused, covered=lambda: parent_pack_keys(
             repo, manifest.kind, parent_refs, manifest.parents))
-        if missing:
-            raise DataCollectedError(_collected_message(manifest, missing))
-    repo.store.put_create(key, compress_manifest(data))
+        if missing - reused:
+            raise DataCollectedError(_collected_message(manifest, missing - reused))
+        if missing:  # pages of a parent deleted meanwhile: build and store them again
+            pages = {page_key(ref.id): data for ref, data in encode_paged(manifest).pages}
+            reused -= missing
+    _put_all_created(repo, {k: data for k, data in pages.items() if k not in reused})
+    repo.store.put_create(key, compress_manifest(encoded.data))
     return repo.refs(manifest.kind).allocate(VersionRecord(
-        name=manifest.name, version=0, manifest=manifest_id, created=manifest.created,
+        name=manifest.name, version=0, manifest=encoded.id, created=manifest.created,
         author=manifest.author, message=manifest.message, files=len(manifest.files),
         bytes=manifest.total_size, parents=list(manifest.parents), parent_refs=list(parent_refs),
-        inputs=list(inputs), input_refs=list(input_refs), new_bytes=sum(new_chunks.values())))
+        inputs=list(inputs), input_refs=list(input_refs), new_bytes=new_bytes))
+
+
+def _put_all_created(repo: Repo, objects: dict[str, bytes]) -> None:
+    """Create-only writes of `objects` (key → stored bytes), sent in parallel."""
+    def put(item: tuple[str, bytes]) -> None:
+        repo.store.put_create(item[0], item[1])
+
+    if len(objects) <= 2:
+        for item in objects.items():
+            put(item)
+        return
+    with ThreadPoolExecutor(min(16, len(objects)), thread_name_prefix="dvx-pages") as pool:
+        list(pool.map(put, objects.items()))
 
 
 def _collected_message(manifest: Manifest, missing: set[str]) -> str:
@@ -585,7 +695,7 @@ def _load_quietly(drafts: Drafts, name: str) -> DraftState | None:
         return None
 
 
-def _with_default_name(ref: str, name: str) -> str:
+def with_default_name(ref: str, name: str) -> str:
     """`--parent v2` is short for `--parent NAME@v2`."""
     return f"{name}@{ref}" if "@" not in ref and (ref.startswith("v") and ref[1:].isdigit()) else ref
 

@@ -38,9 +38,16 @@ import msgspec
 from dvx.api.repo import Repo
 from dvx.chunks import load_config
 from dvx.chunks.pack import index_key, pack_key
-from dvx.errors import ConflictError, IntegrityError, NotFoundError, PreconditionFailed, UsageError
+from dvx.errors import (
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    PreconditionFailed,
+    UsageError,
+)
 from dvx.fs import ObjectInfo, Store
-from dvx.manifests import decode_manifest, manifest_key
+from dvx.manifests import manifest_key
+from dvx.manifests.paged import decode_root, read_pages
 from dvx.refs import VersionRecord, parse_ref
 from dvx.refs.store import DeletedVersion
 
@@ -69,6 +76,7 @@ _CAS_ATTEMPTS = 50
 _PACK_RE = re.compile(r"packs/([0-9a-f]{2})/([0-9a-f]{32})\.pack")
 _INDEX_RE = re.compile(r"index/([0-9a-f]{32})\.idx")
 _MANIFEST_RE = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst")
+_PAGE_RE = re.compile(r"pages/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -281,8 +289,8 @@ def manifest_pack_keys(packs: Iterable[str]) -> set[str]:
 
 
 def parent_pack_keys(repo: Repo, kind: str, parent_refs: Iterable[str], parent_ids: Iterable[str]) -> set[str]:
-    """Pack keys of the parents that are still live versions now (re-read): a live version's packs exist
-    and stay (the writer that made it secured them, and it is reachable). Parents since deleted give
+    """Keys of the packs and manifest pages of the parents that are still live versions now (re-read): a
+    live version's objects exist and stay (the writer that made it secured them, and it is reachable). Parents since deleted give
     nothing, so their packs get checked."""
     keys: set[str] = set()
     for ref, manifest_id in zip(parent_refs, parent_ids):
@@ -295,6 +303,7 @@ def parent_pack_keys(repo: Repo, kind: str, parent_refs: Iterable[str], parent_i
             if not isinstance(record, VersionRecord) or record.manifest != manifest_id:
                 continue
             keys |= manifest_pack_keys({c.pack for f in repo.read_manifest(manifest_id).files for c in f.chunks})
+            keys |= repo.manifest_keys(manifest_id)
         except (NotFoundError, UsageError, IntegrityError):
             continue
     return keys
@@ -349,17 +358,20 @@ def delete_versions(repo: Repo, ref: str, *, kind: str = "dataset", all_versions
                             f"(its {word}s go with it; the others keep a record of it)")
     result = DeleteResult(kind=kind, forced=bool(blockers) and force, dependents=blockers if force else [])
     by = repo.settings.author
-    for target in targets:
-        refs.delete_version(name, target.version, by=by, message=message)
-        result.deleted.append(target.ref)
-        result.ids.append(target.manifest)
-    for tag in pointers:
-        record = refs.get_tag(name, tag)
-        if record is None or record.version not in numbers:
-            continue
-        refs.set_tag(name, tag, None, by=by, force=True, expected=record.version,
-                     message=f"{name}@v{record.version} was deleted")
-        result.tags_deleted.append(f"{name}@{tag}")
+    # One name-catalog update for the whole deletion (not one per version and tag): see dvx/refs/catalog.py.
+    with refs.catalog.updating(name) as about_to_write:
+        about_to_write()
+        for target in targets:
+            refs.delete_version(name, target.version, by=by, message=message)
+            result.deleted.append(target.ref)
+            result.ids.append(target.manifest)
+        for tag in pointers:
+            record = refs.get_tag(name, tag)
+            if record is None or record.version not in numbers:
+                continue
+            refs.set_tag(name, tag, None, by=by, force=True, expected=record.version,
+                         message=f"{name}@v{record.version} was deleted")
+            result.tags_deleted.append(f"{name}@{tag}")
     return result
 
 
@@ -491,13 +503,15 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
                                                          records=sorted(ripe), keys=sorted(swept))))
     try:
         leased = _read_leases(store, t_now, lease_max_age, report)  # after the marker,
-        manifests, packs = _reachable(repo, jobs, report)  # and the refs after the leases
-        listed = {info.key: info for prefix in ("index", "manifests", "packs") for info in store.scan(prefix)}
+        manifests, pages, packs = _reachable(repo, jobs, report)  # and the refs after the leases
+        listed = {info.key: info for prefix in ("index", "manifests", "pages", "packs") for info in store.scan(prefix)}
 
         def reachable(key: str) -> bool:
             kind, object_id = _classify(key)
             if kind in ("pack", "index"):
                 return object_id in packs
+            if kind == "page":
+                return object_id in pages
             return kind != "manifest" or object_id in manifests  # not ours to judge: never deleted
 
         def held(key: str) -> bool:
@@ -508,7 +522,7 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
             return reachable(key) or held(key)
 
         # -- sweep: delete ripe objects that are still garbage ----------------------------------------
-        doomed: dict[str, list[str]] = {"index": [], "manifest": [], "pack": []}
+        doomed: dict[str, list[str]] = {"index": [], "manifest": [], "page": [], "pack": []}
         doomed_packs: set[str] = set()
         for key in sorted(ripe_objects):
             kind, object_id = _classify(key)
@@ -532,7 +546,7 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
         for object_id in doomed_packs:
             if index_key(object_id) in listed and index_key(object_id) not in doomed["index"]:
                 doomed["index"].append(index_key(object_id))
-        for phase in ("index", "manifest", "pack"):
+        for phase in ("index", "manifest", "page", "pack"):
             keys = sorted(doomed[phase])
             if dry_run:
                 report.deleted.extend(GcObject(k, listed[k].size, listed[k].mtime) for k in keys)
@@ -603,6 +617,8 @@ def _classify(key: str) -> tuple[str | None, str]:
         return "index", m.group(1)
     if (m := _MANIFEST_RE.fullmatch(key)) and m.group(2).startswith(m.group(1)):
         return "manifest", m.group(2)
+    if (m := _PAGE_RE.fullmatch(key)) and m.group(2).startswith(m.group(1)):
+        return "page", m.group(2)
     return None, ""
 
 
@@ -655,13 +671,17 @@ def _read_leases(store: Store, now: float, max_age: float, report: GcReport) -> 
     return keys
 
 
-# Pack sets of manifests (immutable, content-addressed): kept across runs of one process.
-_PACKS_OF: dict[str, frozenset[str]] = {}
+# Pack sets of manifests and of their pages (immutable, content-addressed): kept across runs of one process.
+_PACKS_OF: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+_PAGE_PACKS: dict[str, frozenset[str]] = {}
 
 
-def _reachable(repo: Repo, jobs: int, report: GcReport) -> tuple[set[str], set[str]]:
-    """(manifest ids, pack ids) referenced by every live version record of every dataset and model.
-    A version whose record or manifest cannot be read stops the run before anything is deleted."""
+def _reachable(repo: Repo, jobs: int, report: GcReport) -> tuple[set[str], set[str], set[str]]:
+    """(manifest ids, page ids, pack ids) referenced by every live version record of every dataset and
+    model. A version whose record, manifest or page cannot be read stops the run before anything is
+    deleted."""
+    if len(_PAGE_PACKS) > 1_000_000:
+        _PAGE_PACKS.clear()
     wanted = [(kind, name, number) for kind in KINDS for name in repo.refs(kind).names()
               for number in repo.refs(kind).all_version_numbers(name)]
 
@@ -676,25 +696,33 @@ def _reachable(repo: Repo, jobs: int, report: GcReport) -> tuple[set[str], set[s
         live = [r for r in pool.map(record_of, wanted) if isinstance(r, VersionRecord)]
         manifests = {r.manifest: r for r in live}
 
-        def packs_of(manifest_id: str) -> frozenset[str]:
+        def packs_of(manifest_id: str) -> tuple[frozenset[str], frozenset[str]]:
+            """(pack ids, page ids) of one manifest; pages shared with manifests seen before are not read."""
             cached = _PACKS_OF.get(manifest_id)
             if cached is not None:
                 return cached
             try:
-                manifest = decode_manifest(repo.store.read(manifest_key(manifest_id)), manifest_id)
+                root = decode_root(repo.store.read(manifest_key(manifest_id)), manifest_id)
+                todo = [i for i, page in enumerate(root.pages) if page.id not in _PAGE_PACKS]
+                for index, files in zip(todo, read_pages(repo.store.read, root, todo)):
+                    _PAGE_PACKS[root.pages[index].id] = frozenset(c.pack for f in files for c in f.chunks)
             except NotFoundError:
                 raise IntegrityError(f"{manifests[manifest_id].ref}: manifest {manifest_id} is missing; gc stops "
                                      "without deleting anything (see `dvx verify`)") from None
             except (IntegrityError, UsageError) as exc:
                 raise IntegrityError(f"{manifests[manifest_id].ref}: manifest {manifest_id} is damaged ({exc}); "
                                      "gc stops without deleting anything (see `dvx verify`)") from None
-            packs = frozenset(c.pack for f in manifest.files for c in f.chunks)
+            packs = set().union(*(_PAGE_PACKS[p.id] for p in root.pages)) if root.pages else set()
+            packs |= {c.pack for f in root.inline or () for c in f.chunks}
+            found = (frozenset(packs), frozenset(p.id for p in root.pages))
             if len(_PACKS_OF) < 100_000:
-                _PACKS_OF[manifest_id] = packs
-            return packs
+                _PACKS_OF[manifest_id] = found
+            return found
 
         packs: set[str] = set()
-        for found in pool.map(packs_of, sorted(manifests)):
-            packs |= found
+        pages: set[str] = set()
+        for found_packs, found_pages in pool.map(packs_of, sorted(manifests)):
+            packs |= found_packs
+            pages |= found_pages
     report.versions, report.reachable_manifests, report.reachable_packs = len(live), len(manifests), len(packs)
-    return set(manifests), packs
+    return set(manifests), pages, packs

@@ -9,7 +9,7 @@ import os
 import shutil
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import xxhash
@@ -17,36 +17,76 @@ import xxhash
 from dvx.api.cache import CheckoutCache
 from dvx.api.datasets import Drafts, version_from_record
 from dvx.api.model import FileInfo, Version
-from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.pinning import find_pin, resolve_pin
+from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
 from dvx.chunks import ChunkStore
 from dvx.errors import IntegrityError, NotFoundError, UsageError
-from dvx.manifests import Change, FileEntry, Manifest, checkout, diff_files, select_files, validate_path
+from dvx.manifests import (
+    Change,
+    FileEntry,
+    Manifest,
+    checkout,
+    diff_files,
+    select_files,
+    validate_path,
+)
 from dvx.refs import VersionRecord, parse_ref
 
 LINK_MODES = ("copy", "hardlink", "symlink", "reflink")
 _RECENT_CHUNKS = 4  # chunks a ChunkedReader keeps in memory after reading them
 
 
-@dataclass
 class Resolved:
-    record: VersionRecord
-    manifest: Manifest
+    """A resolved version: its record now, its manifest's pages when something needs them."""
+
+    def __init__(self, repo: Repo, record: VersionRecord):
+        self.repo = repo
+        self.record = record
+        self.root = self._checked(lambda: repo.manifest_root(record.manifest))
 
     @property
     def ref(self) -> str:
         return self.record.ref
 
+    def _checked(self, read):
+        try:
+            return read()
+        except (IntegrityError, NotFoundError) as exc:
+            raise type(exc)(f"{self.record.ref}: {exc}") from None
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        """The whole manifest (every page)."""
+        return self._checked(lambda: self.repo.read_manifest(self.record.manifest))
+
+    def files_under(self, prefix: str) -> list[FileEntry]:
+        """Files whose path starts with the string `prefix`, reading only the pages that can hold them."""
+        if "manifest" in self.__dict__:
+            return [f for f in self.manifest.files if f.path.startswith(prefix)]
+        return self._checked(lambda: self.repo.files_under(self.record.manifest, prefix))
+
+    def selected(self, globs: Sequence[str]) -> list[FileEntry]:
+        """Candidates for `globs` (a superset of the matches): the files under each glob's literal
+        prefix, when every glob has one; else every file."""
+        prefixes = [literal_prefix(g.strip("/")) for g in globs]
+        if not globs or not all(prefixes):
+            return self.manifest.files
+        found: dict[str, FileEntry] = {}
+        for prefix in sorted(set(prefixes)):
+            found.update((f.path, f) for f in self.files_under(prefix))
+        return [found[p] for p in sorted(found)]
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a glob before its first wildcard ('train/*.png' → 'train/')."""
+    cut = min((i for i in (pattern.find(c) for c in "*?[") if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
 
 def resolve(repo: Repo, ref: str, kind: str = "dataset") -> Resolved:
     """A bare NAME that the project pins means the pinned version (NAME@latest is the latest)."""
-    record = resolve_record(repo, ref, kind)
-    try:
-        manifest = repo.read_manifest(record.manifest)
-    except (IntegrityError, NotFoundError) as exc:
-        raise type(exc)(f"{record.ref}: {exc}") from None
-    return Resolved(record, manifest)
+    return Resolved(repo, resolve_record(repo, ref, kind))
 
 
 def resolve_record(repo: Repo, ref: str, kind: str = "dataset") -> VersionRecord:
@@ -76,7 +116,8 @@ def get(repo: Repo, ref: str, dest: str | os.PathLike[str] | None = None, *, glo
     if shuffle_seed is not None and part is None:
         raise UsageError("a shuffle seed only changes how --part splits the files: give --part I/N too")
     resolved = resolve(repo, ref, kind)
-    files = select_files(resolved.manifest.files, glob, part, shuffle_seed)
+    candidates = resolved.selected(glob) if glob and part is None else resolved.manifest.files
+    files = select_files(candidates, glob, part, shuffle_seed)
     if glob and not files:
         raise NotFoundError(f"no file of {resolved.ref} matches {' '.join(glob)}")
     chunk_store = repo.chunk_store()
@@ -287,12 +328,15 @@ def open_file(repo: Repo, ref_path: str, mode: str = "rb", encoding: str | None 
     return buffered if mode == "rb" else io.TextIOWrapper(buffered, encoding=encoding or "utf-8")
 
 
-def _find_file(resolved: Resolved, path: str) -> FileEntry:
-    validate_path(path.strip("/"))
-    for entry in resolved.manifest.files:
-        if entry.path == path.strip("/"):
+def _find_file(resolved: Resolved, path: str, hops: int = 0) -> FileEntry:
+    path = validate_path(path.strip("/"))
+    for entry in resolved.files_under(path):
+        if entry.path == path:
             if entry.link is not None:
-                return _find_file(resolved, os.path.normpath(os.path.join(os.path.dirname(entry.path), entry.link)))
+                if hops >= 40:
+                    raise IntegrityError(f"{resolved.ref}: {path} is a loop of symlinks")
+                target = os.path.normpath(os.path.join(os.path.dirname(entry.path), entry.link))
+                return _find_file(resolved, target, hops + 1)
             return entry
     raise NotFoundError(f"{resolved.ref} has no file {path!r} (see `dvx ls {resolved.ref}`)")
 
@@ -304,7 +348,7 @@ def ls(repo: Repo, ref: str, path: str = "", recursive: bool = False, kind: str 
     prefix = path.strip("/")
     if prefix:
         validate_path(prefix)
-    files = resolved.manifest.files
+    files = resolved.files_under(prefix)
     if prefix and any(f.path == prefix for f in files):
         return [_file_row(f) for f in files if f.path == prefix]
     under = [f for f in files if not prefix or f.path.startswith(prefix + "/")]
@@ -349,15 +393,13 @@ def log(repo: Repo, name: str, kind: str = "dataset") -> list[Version]:
 
 
 def list_names(repo: Repo, kind: str = "dataset") -> list[dict]:
-    refs = repo.refs(kind)
-    rows = []
+    """Every name with a live version and its latest version, from the name catalog: a fixed number of
+    store requests however many names there are (dvx/refs/catalog.py)."""
     drafts = set(Drafts(repo, kind).names())
-    for name in refs.names():
-        numbers = refs.version_numbers(name)
-        if not numbers:
-            continue
-        latest = refs.get_version(name, numbers[-1])
-        rows.append({"name": name, "versions": len(numbers), "latest": latest.ref, "id": latest.manifest,
+    rows = []
+    for name, entry in repo.refs(kind).catalog.entries().items():
+        latest = entry.record(entry.latest)
+        rows.append({"name": name, "versions": entry.versions, "latest": latest.ref, "id": latest.manifest,
                      "created": latest.created, "files": latest.files, "bytes": latest.bytes,
                      "draft": name in drafts})
     return rows
@@ -366,9 +408,14 @@ def list_names(repo: Repo, kind: str = "dataset") -> list[dict]:
 def show(repo: Repo, ref: str, kind: str = "dataset") -> dict:
     resolved = resolve(repo, ref, kind)
     version = version_of(repo, resolved.record, kind)
+    out = version.to_dict()
+    root = resolved.root
+    if root.chunk_count is not None:  # format 3 records its chunk totals: the pages are not read
+        out.update({"stored_bytes": root.stored_size, "stored_new_bytes": resolved.record.new_bytes,
+                    "chunks": root.chunk_count, "packs": root.pack_count, "metadata": root.metadata})
+        return out
     chunks = {c.id: c for f in resolved.manifest.files for c in f.chunks}
     parent_chunks = {c.id for p in resolved.manifest.parents for f in _parent_files(repo, p) for c in f.chunks}
-    out = version.to_dict()
     out.update({
         "stored_bytes": sum(c.length for c in chunks.values()),
         "stored_new_bytes": sum(c.length for cid, c in chunks.items() if cid not in parent_chunks),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from functools import cached_property
 
@@ -12,7 +13,20 @@ from dvx.chunks import ChunkStore
 from dvx.chunks.cache import ChunkCache
 from dvx.errors import NotFoundError
 from dvx.fs import Store, open_store
-from dvx.manifests import Manifest, StatCache, compress_manifest, decode_manifest, encode_manifest, manifest_key
+from dvx.manifests import (
+    FileEntry,
+    Manifest,
+    StatCache,
+    manifest_key,
+)
+from dvx.manifests.paged import (
+    ManifestRoot,
+    PageRef,
+    all_files,
+    decode_root,
+    page_key,
+    read_pages,
+)
 from dvx.refs import Ref, Refs, VersionRecord, parse_ref
 
 
@@ -20,6 +34,7 @@ class Repo:
     def __init__(self, settings: Settings | None = None, store: str | None = None):
         self.settings = settings or load_settings(store)
         self._manifests: dict[str, Manifest] = {}
+        self._roots: dict[str, ManifestRoot] = {}
 
     @classmethod
     def other(cls, settings: Settings, name_or_url: str) -> Repo:
@@ -71,21 +86,65 @@ class Repo:
         return cache
 
     # -- manifests -----------------------------------------------------------------------------
-    def read_manifest(self, manifest_id: str) -> Manifest:
-        manifest = self._manifests.get(manifest_id)
-        if manifest is None:
+    def manifest_root(self, manifest_id: str) -> ManifestRoot:
+        """The manifest's root: header, totals and page table (one small read)."""
+        root = self._roots.get(manifest_id)
+        if root is None:
             try:
                 stored = self.store.read(manifest_key(manifest_id))
             except NotFoundError:
                 raise NotFoundError(f"manifest {manifest_id} is missing from store {self.store.url}") from None
-            manifest = self._manifests[manifest_id] = decode_manifest(stored, manifest_id)
+            root = self._roots[manifest_id] = decode_root(stored, manifest_id)
+        return root
+
+    def read_manifest(self, manifest_id: str) -> Manifest:
+        """The whole manifest: every page read (in parallel) and checked together."""
+        manifest = self._manifests.get(manifest_id)
+        if manifest is None:
+            root = self.manifest_root(manifest_id)
+            manifest = self._manifests[manifest_id] = root.with_files(all_files(self.store.read, root))
         return manifest
 
-    def write_manifest(self, manifest: Manifest) -> str:
-        manifest_id, data = encode_manifest(manifest)
-        self.store.put_create(manifest_key(manifest_id), compress_manifest(data))
-        self._manifests[manifest_id] = manifest
-        return manifest_id
+    def reusable_pages(self, manifest_ids: Iterable[str]) -> Callable[[Sequence[FileEntry]], PageRef | None]:
+        """For encode_paged: a page made of the very same entry objects, in the same order, as a page of
+        one of these manifests (read whole by this session) is that page; its JSON is not built again."""
+        table: dict[str, tuple[PageRef, list[FileEntry], int]] = {}
+        for manifest_id in manifest_ids:
+            manifest, root = self._manifests.get(manifest_id), self._roots.get(manifest_id)
+            if manifest is None or root is None:
+                continue
+            start = 0
+            for ref in root.pages:
+                table[ref.first] = (ref, manifest.files, start)
+                start += ref.files
+
+        def known(page: Sequence[FileEntry]) -> PageRef | None:
+            found = table.get(page[0].path)
+            if found is None:
+                return None
+            ref, files, start = found
+            if ref.files != len(page) or any(a is not b for a, b in zip(page, files[start:start + ref.files])):
+                return None
+            return ref
+
+        return known
+
+    def files_under(self, manifest_id: str, prefix: str) -> list[FileEntry]:
+        """Files whose path starts with `prefix` (a string prefix: "folder/", or a whole path), reading
+        only the pages that can hold them."""
+        manifest = self._manifests.get(manifest_id)
+        if manifest is None:
+            root = self.manifest_root(manifest_id)
+            if root.inline is not None or not prefix:
+                return [f for f in self.read_manifest(manifest_id).files if f.path.startswith(prefix)]
+            pages = read_pages(self.store.read, root, root.pages_under(prefix))
+            return [f for page in pages for f in page if f.path.startswith(prefix)]
+        return [f for f in manifest.files if f.path.startswith(prefix)]
+
+    def manifest_keys(self, manifest_id: str) -> set[str]:
+        """Store keys of the manifest's own objects: its root and its pages."""
+        root = self.manifest_root(manifest_id)
+        return {manifest_key(manifest_id)} | {page_key(p.id) for p in root.pages}
 
     # -- references ----------------------------------------------------------------------------
     def resolve(self, ref: str | Ref, kind: str = "dataset") -> VersionRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from dvx.api.garbage import Lease
@@ -107,7 +108,7 @@ def copy_versions(source: Repo, dest: Repo, refs: Sequence[str], *, kind: str = 
     # already holds may be unreferenced garbage there: dvx/api/garbage.py).
     lease = Lease.new(dest.store, purpose="transfer", by=dest.settings.author, kind=kind,
                       name=",".join(sorted({r.name for r in records})))
-    keys = {pack_key(p) for p in needed_packs} | {manifest_key(m) for m in manifest_ids}
+    keys = {pack_key(p) for p in needed_packs} | {k for m in manifest_ids for k in source.manifest_keys(m)}
     lease.hold(keys)
     try:
         _copy_data(source, dest, lease, keys, needed_packs, manifest_ids, records, record_bytes, kind, result, jobs,
@@ -159,6 +160,9 @@ def _copy_data(source: Repo, dest: Repo, lease: Lease, keys: set[str], needed_pa
     result.packs_copied = len(copied)
     result.packs_present = len(needed_packs) - len(copied)
 
+    pages = sorted({k for mid in manifest_ids for k in source.manifest_keys(mid)} - {manifest_key(m) for m in manifest_ids})
+    with ThreadPoolExecutor(workers) as pool:  # pages before the roots that list them
+        list(pool.map(lambda key: dest.store.put_create(key, source.store.read(key)), pages))
     for mid in manifest_ids:
         if dest.store.put_create(manifest_key(mid), source.store.read(manifest_key(mid))):
             result.manifests_copied += 1
@@ -167,7 +171,15 @@ def _copy_data(source: Repo, dest: Repo, lease: Lease, keys: set[str], needed_pa
 def _copy_refs(source: Repo, dest: Repo, records: list[VersionRecord], record_bytes: dict, kind: str,
                force_tags: bool, result: TransferResult) -> None:
     src_refs, dst_refs = source.refs(kind), dest.refs(kind)
+    # One name-catalog update per name at the end (not one per version, tag and annotation).
+    with ExitStack() as catalog_updates:
+        for name in sorted({r.name for r in records}):
+            catalog_updates.enter_context(dst_refs.catalog.updating(name))()
+        _copy_refs_of(source, dest, src_refs, dst_refs, records, record_bytes, force_tags, result)
 
+
+def _copy_refs_of(source: Repo, dest: Repo, src_refs, dst_refs, records: list[VersionRecord], record_bytes: dict,
+                  force_tags: bool, result: TransferResult) -> None:
     for record in records:
         data, was_there = record_bytes[record.ref]
         if not was_there and dst_refs.import_version(record.name, record.version, data):

@@ -62,6 +62,13 @@ def footer_id(footer: bytes) -> str:
 
 def decode_footer(footer: bytes, pack_id: str) -> Iterator[ChunkRef]:
     """Parse (and verify against its id) a footer or index segment."""
+    check_footer(footer, pack_id)
+    for raw_id, offset, length, size, codec in ENTRY.iter_unpack(memoryview(footer)[HEADER.size:]):
+        yield ChunkRef(raw_id.hex(), pack_id, offset, length, size, codec)
+
+
+def check_footer(footer: bytes, pack_id: str) -> int:
+    """Verify a footer or index segment against its id and its header; its entry count."""
     if footer_id(footer) != pack_id:
         raise IntegrityError(f"pack {pack_id}: footer does not match its id (damaged pack or index)")
     if len(footer) < HEADER.size:
@@ -73,8 +80,7 @@ def decode_footer(footer: bytes, pack_id: str) -> Iterator[ChunkRef]:
         raise IntegrityError(f"pack {pack_id}: pack format_version {version} is not supported by this dvx")
     if len(footer) != HEADER.size + count * ENTRY.size:
         raise IntegrityError(f"pack {pack_id}: footer length does not match its entry count")
-    for raw_id, offset, length, size, codec in ENTRY.iter_unpack(memoryview(footer)[HEADER.size:]):
-        yield ChunkRef(raw_id.hex(), pack_id, offset, length, size, codec)
+    return count
 
 
 def split_pack(data: bytes, pack_id: str) -> list[ChunkRef]:

@@ -8,8 +8,8 @@ import queue
 import threading
 import uuid
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,10 +20,12 @@ from dvx.chunks import codec
 from dvx.chunks.cache import ChunkCache
 from dvx.chunks.chunker import Chunker, ChunkerParams
 from dvx.chunks.pack import (
+    ENTRY,
+    HEADER,
     TRAILER,
     TRAILER_MAGIC,
     ChunkRef,
-    decode_footer,
+    check_footer,
     encode_footer,
     footer_id,
     index_key,
@@ -204,6 +206,64 @@ class PackWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class ChunkIndex:
+    """Which chunks the store holds, and where: every index segment's raw footer kept as is, plus a dict
+    from the 16-byte chunk id to its (segment, entry) position; a ChunkRef is built only for a chunk
+    looked up. About 110 bytes a chunk instead of 260 for a dict of ChunkRefs (a million-chunk store
+    loads in a second). Chunks remembered since (new packs, parents) are kept as ChunkRefs."""
+
+    def __init__(self) -> None:
+        self._segments: list[tuple[str, bytes]] = []
+        self._where: dict[bytes, int] = {}
+        self._extra: dict[str, ChunkRef] = {}
+
+    def add_segment(self, pack_id: str, footer: bytes) -> None:
+        count = check_footer(footer, pack_id)
+        number = len(self._segments) << 32
+        self._segments.append((pack_id, footer))
+        ids = [footer[at:at + 16] for at in range(HEADER.size, HEADER.size + count * ENTRY.size, ENTRY.size)]
+        self._where.update(zip(ids, range(number, number + count)))
+
+    def remember(self, ref: ChunkRef) -> None:
+        if ref.id not in self:
+            self._extra[ref.id] = ref
+
+    def __contains__(self, cid: str) -> bool:
+        return cid in self._extra or bytes.fromhex(cid) in self._where
+
+    def get(self, cid: str) -> ChunkRef | None:
+        ref = self._extra.get(cid)
+        if ref is not None:
+            return ref
+        where = self._where.get(bytes.fromhex(cid))
+        if where is None:
+            return None
+        pack_id, footer = self._segments[where >> 32]
+        _, offset, length, size, codec_id = ENTRY.unpack_from(footer, HEADER.size + (where & 0xFFFFFFFF) * ENTRY.size)
+        return ChunkRef(cid, pack_id, offset, length, size, codec_id)
+
+    def __len__(self) -> int:
+        return len(self._where) + len(self._extra)
+
+    def values(self) -> Iterator[ChunkRef]:
+        """Every chunk's location (built on the fly)."""
+        yield from self._extra.values()
+        for number, (pack_id, footer) in enumerate(self._segments):
+            for entry, (raw_id, offset, length, size, codec_id) in enumerate(
+                    ENTRY.iter_unpack(memoryview(footer)[HEADER.size:])):
+                if self._where.get(raw_id) == (number << 32) | entry:
+                    yield ChunkRef(raw_id.hex(), pack_id, offset, length, size, codec_id)
+
+    def forget_packs(self, packs: set[str]) -> None:
+        for cid in [cid for cid, ref in self._extra.items() if ref.pack in packs]:
+            del self._extra[cid]
+        for number, (pack_id, footer) in enumerate(self._segments):
+            if pack_id in packs:
+                for raw_id, *_ in ENTRY.iter_unpack(memoryview(footer)[HEADER.size:]):
+                    if self._where.get(raw_id, -1) >> 32 == number:
+                        del self._where[raw_id]
+
+
 class ChunkStore:
     """A store's chunks: ingest into packs, verified reads.
 
@@ -218,7 +278,7 @@ class ChunkStore:
         self.fill_cache = fill_cache
         self.chunker = Chunker(config.chunker)
         self.jobs = jobs or min(4, os.cpu_count() or 2)
-        self._index: dict[str, ChunkRef] | None = None
+        self._index: ChunkIndex | None = None
         self._extra: dict[str, ChunkRef] = {}
         self._lock = threading.Lock()
 
@@ -229,16 +289,17 @@ class ChunkStore:
         return None if config is None else cls(store, config, jobs, cache, fill_cache)
 
     # -- index ---------------------------------------------------------------------------------
-    def index(self) -> dict[str, ChunkRef]:
-        """chunk id → location for every chunk in the store (segments are small; loaded once)."""
+    def index(self) -> ChunkIndex:
+        """chunk id → location for every chunk in the store (from the index segments; loaded once)."""
         if self._index is None:
-            index: dict[str, ChunkRef] = dict(self._extra)
+            index = ChunkIndex()
+            for ref in self._extra.values():
+                index.remember(ref)
             for name in self.store.list("index"):
                 if not name.endswith(".idx"):
                     continue
                 pack_id = name[:-4]
-                for ref in decode_footer(self.store.read(index_key(pack_id)), pack_id):
-                    index[ref.id] = ref
+                index.add_segment(pack_id, self.store.read(index_key(pack_id)))
             self._index = index
         return self._index
 
@@ -246,9 +307,18 @@ class ChunkStore:
         """Record a chunk known to be stored (from a parent manifest or a pack just written)."""
         with self._lock:
             if self._index is not None:
-                self._index.setdefault(ref.id, ref)
+                self._index.remember(ref)
             else:
                 self._extra.setdefault(ref.id, ref)
+
+    def forget_packs(self, packs: set[str]) -> None:
+        """Drop the chunks of `packs` (found missing) from the index, so the next ingest stores them
+        again instead of pointing at the missing packs."""
+        with self._lock:
+            for cid in [cid for cid, ref in self._extra.items() if ref.pack in packs]:
+                del self._extra[cid]
+            if self._index is not None:
+                self._index.forget_packs(packs)
 
     def lookup(self, cid: str) -> ChunkRef | None:
         if self._index is not None:
@@ -303,7 +373,10 @@ class ChunkStore:
                         batch.clear()
                 if progress:
                     progress(len(view))
-            return source, size, hasher.hexdigest(), ids
+            digest = hasher.hexdigest()
+            if len(ids) == 1 and ids[0] == digest:
+                digest = ids[0]  # one chunk: the same id; one string object for both saves memory per file
+            return source, size, digest, ids
 
         def worker() -> None:
             batch: list = []

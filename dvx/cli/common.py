@@ -102,8 +102,14 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
                 if time.monotonic() - start < PROGRESS_DELAY:
                     return
                 from rich.console import Console
-                from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                           TransferSpeedColumn)
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
 
                 bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),

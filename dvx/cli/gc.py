@@ -6,7 +6,6 @@ Register with: `cli.add_command(gc)`, `dataset_group.add_command(dataset_delete)
 
 from __future__ import annotations
 
-
 import click
 
 from dvx.cli.common import common, emit, human_size, store_option

@@ -21,7 +21,12 @@ from fsspec.asyn import sync
 
 from dvx.errors import NotFoundError, PreconditionFailed, StoreError, UsageError
 from dvx.fs.base import ObjectInfo, check_key
-from dvx.fs.fsspec_store import STORE_METHODS, FsspecStore, as_store_errors, check_options
+from dvx.fs.fsspec_store import (
+    STORE_METHODS,
+    FsspecStore,
+    as_store_errors,
+    check_options,
+)
 
 #: dvx.toml settings for az:// stores (credentials stay in the Azure places: env, CLI login, managed identity).
 AZURE_OPTIONS = ("account_name", "endpoint_url", "anonymous")
@@ -215,7 +220,11 @@ class AzureStore(FsspecStore):
 
     def put_if(self, key: str, data: bytes, token: str | None) -> str:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
 
         condition = {"overwrite": False} if token is None else {
             "overwrite": True, "etag": token, "match_condition": MatchConditions.IfNotModified}

@@ -11,7 +11,13 @@ from typing import Any
 
 import xxhash
 
-from dvx.errors import DvxError, NotFoundError, PreconditionFailed, StoreError, UsageError
+from dvx.errors import (
+    DvxError,
+    NotFoundError,
+    PreconditionFailed,
+    StoreError,
+    UsageError,
+)
 from dvx.fs.base import ObjectInfo, Store, Upload, check_key
 
 

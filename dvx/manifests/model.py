@@ -202,18 +202,20 @@ def check_link_chains(links: dict[str, str]) -> None:
                 pending[:0] = inner.split("/")
 
 
-def validate_files(files: list[FileEntry]) -> None:
+def validate_files(files: list[FileEntry], each_checked: bool = False) -> None:
     """Every path valid and unique, links contained (alone and through each other), and no entry
-    nested under a file or link."""
+    nested under a file or link. `each_checked`: every path and link alone is known valid already."""
     seen: set[str] = set()
     links: dict[str, str] = {}
     for entry in files:
-        validate_path(entry.path)
+        if not each_checked:
+            validate_path(entry.path)
         if entry.path in seen:
             raise IntegrityError(f"path {entry.path} appears twice in a manifest")
         seen.add(entry.path)
         if entry.link is not None:
-            validate_link(entry.path, entry.link)
+            if not each_checked:
+                validate_link(entry.path, entry.link)
             links[entry.path] = entry.link
     clashes = folders_of(seen) & seen
     if clashes:
@@ -370,7 +372,10 @@ def _decompress_manifest(stored: bytes, manifest_id: str) -> bytes:
 
 
 def compress_manifest(data: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=3).compress(data)  # on chunk columns level 3 beats 6
+    out = zstandard.ZstdCompressor(level=3).compress(data)  # on chunk columns level 3 beats 6
+    # The result keeps the allocation of zstd's worst-case bound (about the input's size); a paged
+    # manifest holds thousands of these until they are stored, so keep an exact-size copy instead.
+    return bytes(memoryview(out))
 
 
 def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
@@ -387,29 +392,12 @@ def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
         wire = msgspec.json.decode(data, type=_WireManifest if version == 2 else _WireManifestV1)
     except msgspec.DecodeError as exc:
         raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
-    packs = wire.packs
     try:
         if wire.kind not in KINDS:
             raise _Malformed(f"has an unknown kind {_shown(wire.kind)}")
-        if not all(HEX32.fullmatch(p) for p in packs) or not all(HEX32.fullmatch(p) for p in wire.parents):
-            raise _Malformed("lists a pack or parent id that is not 32 lowercase hex digits")
-        if version == 2:
-            _check_columns(wire.files, len(packs))
-        files = []
-        ends = [0] * len(packs)
-        for f in wire.files:
-            if version == 1:
-                chunks = _chunk_rows(f.chunks, packs)
-                total = sum(c.size for c in chunks)
-            else:
-                chunks = _chunk_refs(f.chunks, packs, ends)
-                total = sum(f.chunks.sizes) if f.chunks is not None else 0
-            if f.link is not None and (chunks or f.size):
-                raise _Malformed(f"gives the symlink {_shown(f.path)} content")
-            if f.size != total:
-                raise _Malformed(f"says {_shown(f.path)} has {f.size} bytes but its chunks hold {total}")
-            files.append(FileEntry(path=f.path, size=f.size, digest=f.digest, executable=f.executable,
-                                   link=f.link, chunks=chunks))
+        if not all(HEX32.fullmatch(p) for p in wire.parents):
+            raise _Malformed("lists a parent id that is not 32 lowercase hex digits")
+        files = _files_from_wire(wire.files, wire.packs, version)
     except _Malformed as exc:
         raise IntegrityError(f"manifest {manifest_id} {exc}") from None
     try:
@@ -418,3 +406,29 @@ def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
         raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
     return Manifest(kind=wire.kind, name=wire.name, parents=wire.parents, created=wire.created,
                     author=wire.author, message=wire.message, metadata=wire.metadata, files=files)
+
+
+def _files_from_wire(wire_files: list, packs: list[str], version: int) -> list[FileEntry]:
+    """FileEntries of a decoded document's files (format 1 rows or format 2 columns, which pages use
+    too), every chunk field bounds-checked and every size the sum of its chunks."""
+    if not all(HEX32.fullmatch(p) for p in packs):
+        raise _Malformed("lists a pack id that is not 32 lowercase hex digits")
+    if version != 1:
+        _check_columns(wire_files, len(packs))
+    files = []
+    ends = [0] * len(packs)
+    for f in wire_files:
+        if version == 1:
+            chunks = _chunk_rows(f.chunks, packs)
+            total = sum(c.size for c in chunks)
+        else:
+            chunks = _chunk_refs(f.chunks, packs, ends)
+            total = sum(f.chunks.sizes) if f.chunks is not None else 0
+        if f.link is not None and (chunks or f.size):
+            raise _Malformed(f"gives the symlink {_shown(f.path)} content")
+        if f.size != total:
+            raise _Malformed(f"says {_shown(f.path)} has {f.size} bytes but its chunks hold {total}")
+        digest = chunks[0].id if len(chunks) == 1 and chunks[0].id == f.digest else f.digest  # one string, not two
+        files.append(FileEntry(path=f.path, size=f.size, digest=digest, executable=f.executable,
+                               link=f.link, chunks=chunks))
+    return files

@@ -92,7 +92,7 @@ def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = 
             raise UsageError(f"cannot read folder {folder}: permission denied") from None
         for entry in entries:
             rel = f"{rel_folder}/{entry.name}" if rel_folder else entry.name
-            if entry.path in skipped or _excluded(rel, exclude):
+            if entry.path in skipped or (exclude and _excluded(rel, exclude)):
                 continue
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
@@ -106,7 +106,7 @@ def scan(source: str | os.PathLike[str], to: str = "", exclude: Iterable[str] = 
                 yield _entry(join_dataset_path(to, rel), entry.path, st)
             # sockets, fifos and devices are not data: skipped
     # Each link stays inside on its own; together they must too (`a -> ..` inside `d/`, then `d/b -> a/..`).
-    # Raised after the last item: callers collect the whole scan before storing anything.
+    # Raised after the last item: callers finish the scan before they change a draft.
     if links:
         check_link_chains(links)
 

@@ -9,7 +9,6 @@ HFS+) and 50 ms where timestamps have sub-second digits.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,15 +34,17 @@ class CachedContent(msgspec.Struct, array_like=True):
 
 
 class CacheHit:
-    """A stat-cache match; the chunk list is decoded only if the caller needs it."""
+    """A stat-cache match; the chunk list is read and decoded only if the caller needs it."""
 
-    __slots__ = ("size", "digest", "_blob")
+    __slots__ = ("_blob", "_cache", "_local", "digest", "size")
 
-    def __init__(self, size: int, digest: str, blob: bytes):
-        self.size, self.digest, self._blob = size, digest, blob
+    def __init__(self, size: int, digest: str, blob: bytes | None, cache: StatCache | None = None,
+                 local: str = ""):
+        self.size, self.digest, self._blob, self._cache, self._local = size, digest, blob, cache, local
 
     def chunks(self) -> list[ChunkRef]:
-        return _chunks_decoder.decode(self._blob)
+        blob = self._blob if self._blob is not None else self._cache._chunks_blob(self._local)
+        return _chunks_decoder.decode(blob)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -59,18 +60,17 @@ class StatCache:
         self._db.execute(_SCHEMA)
         self._store_id = store_id
 
-    def lookup(self, files: list[ScannedFile]) -> dict[str, CacheHit]:
-        """Cached content of the files whose stat still matches, keyed by local path."""
+    def lookup(self, files: list[ScannedFile], with_chunks: bool = True) -> dict[str, CacheHit]:
+        """Cached content of the files whose stat still matches, keyed by local path. Without
+        `with_chunks`, a hit reads its chunk list when asked (for callers that mostly need the digest)."""
         found: dict[str, CacheHit] = {}
         stats = {f.local: (f.size, f.mtime_ns, f.ctime_ns, f.inode) for f in files if f.link is None}
-        select = "SELECT path, size, mtime_ns, ctime_ns, inode, digest, chunks FROM files_v1 WHERE store_id = ? AND "
+        columns = "path, size, mtime_ns, ctime_ns, inode, digest" + (", chunks" if with_chunks else "")
+        select = f"SELECT {columns} FROM files_v1 WHERE store_id = ? AND "
         if len(stats) > 1000:
-            # One range scan over the files' common folder beats thousands of point lookups.
-            # The common prefix of the smallest and largest paths is common to all of them.
-            first, last = min(stats), max(stats)
-            common = os.path.commonprefix([first, last])
-            root = common if common in (first, last) else common[:common.rfind("/") + 1] or "/"
-            queries = [(select + "path >= ? AND path < ?", (self._store_id, root, root + "\U0010ffff"))]
+            # One range scan from the smallest to the largest path beats thousands of point lookups
+            # (a scan yields files in path order, so a batch of it covers a narrow range).
+            queries = [(select + "path >= ? AND path <= ?", (self._store_id, min(stats), max(stats)))]
         else:
             paths = list(stats)
             queries = [(select + f"path IN ({','.join('?' * len(paths[i:i + 500]))})",
@@ -78,8 +78,15 @@ class StatCache:
         for sql, params in queries:
             for row in self._db.execute(sql, params):
                 if stats.get(row[0]) == row[1:5]:
-                    found[row[0]] = CacheHit(row[1], row[5], row[6])
+                    found[row[0]] = CacheHit(row[1], row[5], row[6] if with_chunks else None, self, row[0])
         return found
+
+    def _chunks_blob(self, local: str) -> bytes:
+        row = self._db.execute("SELECT chunks FROM files_v1 WHERE store_id = ? AND path = ?",
+                               (self._store_id, local)).fetchone()
+        if row is None:
+            raise KeyError(local)  # a hit whose row was replaced since: callers read the file instead
+        return row[0]
 
     def record(self, items: Iterable[tuple[ScannedFile, CachedContent]], since: float) -> None:
         """Remember files stored from a scan that began at `since` (seconds since the epoch)."""

@@ -1,0 +1,415 @@
+"""Paged manifests (format 3): a small root document plus content-addressed pages of files.
+
+A version's files, sorted by path, are cut into pages where a path's xxh3-64 hash says so (about one
+page per PAGE_SPLIT files; a page also ends at PAGE_MAX_FILES files or PAGE_MAX_CHUNKS chunks). The cut
+depends on the paths only, so a version that changes a few files re-uses every other page of its parent
+byte for byte: only the pages holding changed paths, and the root, are new. The root lists each page's
+id, first path, file count and bytes, so a reader of one folder or one file fetches the root and the
+pages whose path range it needs (docs/storage-format.md, "Paged manifests").
+
+Roots live at ``manifests/<id[:2]>/<id>.json.zst`` like earlier single-document manifests (the id is the
+xxh3-128 of the root's JSON, so it covers every page through their ids); pages at
+``pages/<id[:2]>/<id>.json.zst``. Formats 1 and 2 (every file in one document) are still read: their
+root carries the files inline.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import msgspec
+import xxhash
+
+from dvx.chunks import ChunkRef
+from dvx.chunks.codec import CODEC_NAMES, MAX_CHUNK_SIZE, MAX_STORED_SIZE
+from dvx.errors import IntegrityError, NotFoundError, UsageError
+from dvx.manifests.model import (
+    _HEX_RUN,
+    _MAX_OFFSET,
+    HEX32,
+    KINDS,
+    READABLE_VERSIONS,
+    FileEntry,
+    Manifest,
+    _decompress_manifest,
+    _files_from_wire,
+    _Header,
+    _Malformed,
+    _shown,
+    _WireManifest,
+    _WireManifestV1,
+    compress_manifest,
+    validate_files,
+    validate_link,
+    validate_path,
+)
+
+ROOT_FORMAT_VERSION = 3
+PAGE_FORMAT_VERSION = 3  # pages belong to format 3 manifests and share their number
+PAGE_SPLIT = 256  # a page ends after a path whose xxh3-64 is divisible by this: ~256 files per page
+PAGE_MAX_FILES = 4096
+PAGE_MAX_CHUNKS = 1 << 16
+_PAGE_READ_JOBS = 16  # pages fetched at once (cloud stores answer each read in tens of ms)
+
+
+class PageRef(msgspec.Struct, kw_only=True):
+    """A page as the root lists it: its id, its first path, and how many files and bytes it holds."""
+
+    id: str
+    first: str
+    files: int
+    bytes: int
+
+
+class _PageFiles(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A page's files as columns, one value per file (index i is the i-th path)."""
+
+    paths: list[str]
+    sizes: list[int]
+    digests: str  # 32 hex digits per file, concatenated
+    chunk_counts: list[int]
+    executable: list[int] = []  # indices of the files with the owner-execute bit
+    links: list[tuple[int, str]] = []  # (index, target) of the symlinks
+
+
+class _PageChunks(msgspec.Struct, kw_only=True):
+    """Every chunk of the page's files, in file order, as format 2's columns."""
+
+    ids: str
+    packs: list[int]
+    offsets: list[int]
+    lengths: list[int]
+    sizes: list[int]
+    codecs: list[int]
+
+
+class _WirePage(msgspec.Struct, kw_only=True):
+    format_version: int
+    packs: list[str]
+    files: _PageFiles
+    chunks: _PageChunks
+
+
+class _WireRoot(msgspec.Struct, kw_only=True):
+    format_version: int
+    kind: str
+    name: str
+    parents: list[str]
+    created: str
+    author: str
+    message: str
+    metadata: dict[str, Any]
+    files: int
+    bytes: int
+    chunks: int  # distinct chunks
+    stored_bytes: int  # their stored (compressed) bytes
+    packs: int  # distinct packs they live in
+    pages: list[PageRef]
+
+
+class ManifestRoot(msgspec.Struct, kw_only=True):
+    """A version's manifest without its files: header fields, totals and the page table. Manifests of
+    formats 1-2 have no pages; their files come `inline`."""
+
+    id: str
+    kind: str
+    name: str
+    parents: list[str]
+    created: str
+    author: str
+    message: str
+    metadata: dict[str, Any]
+    file_count: int
+    total_size: int
+    pages: list[PageRef] = []
+    inline: list[FileEntry] | None = None
+    # Distinct chunks, their stored bytes and packs (None for formats 1-2, which do not record them).
+    chunk_count: int | None = None
+    stored_size: int | None = None
+    pack_count: int | None = None
+
+    def with_files(self, files: list[FileEntry]) -> Manifest:
+        return Manifest(kind=self.kind, name=self.name, parents=self.parents, created=self.created,
+                        author=self.author, message=self.message, metadata=self.metadata, files=files)
+
+    def pages_in_range(self, low: str, high: str | None) -> list[int]:
+        """Indices of the pages that may hold a path p with low <= p < high (high None: no end)."""
+        firsts = [p.first for p in self.pages]
+        start = max(0, bisect.bisect_right(firsts, low) - 1)
+        stop = len(firsts) if high is None else bisect.bisect_left(firsts, high)
+        return list(range(start, max(start, stop)))
+
+    def pages_under(self, prefix: str) -> list[int]:
+        """Pages that may hold paths starting with `prefix` (a string prefix, e.g. "folder/")."""
+        return self.pages_in_range(prefix, prefix + "\U0010ffff") if prefix else list(range(len(self.pages)))
+
+
+def page_key(page_id: str) -> str:
+    return f"pages/{page_id[:2]}/{page_id}.json.zst"
+
+
+def split_pages(files: Sequence[FileEntry]) -> list[list[FileEntry]]:
+    """Files (sorted by path) cut into pages; where a cut falls depends on the paths alone, except in
+    the rare page that hits PAGE_MAX_FILES or PAGE_MAX_CHUNKS, whose effect ends at the next cut."""
+    pages: list[list[FileEntry]] = []
+    page: list[FileEntry] = []
+    chunks = 0
+    for entry in files:
+        page.append(entry)
+        chunks += len(entry.chunks)
+        if (xxhash.xxh3_64_intdigest(entry.path.encode()) % PAGE_SPLIT == 0 or len(page) >= PAGE_MAX_FILES
+                or chunks >= PAGE_MAX_CHUNKS):
+            pages.append(page)
+            page, chunks = [], 0
+    if page:
+        pages.append(page)
+    return pages
+
+
+def encode_page(files: Sequence[FileEntry]) -> tuple[str, bytes]:
+    """(page id, canonical JSON) of one page: files and chunks in columns (one list per field, not one
+    object per file: a million files decode several times faster), its own pack list, chunk offsets as
+    deltas from the end of the previous chunk of the same pack (as in format 2)."""
+    packs = sorted({c.pack for f in files for c in f.chunks})
+    pack_index = {p: i for i, p in enumerate(packs)}
+    ends = [0] * len(packs)
+    columns = _PageFiles(paths=[], sizes=[], digests="".join(f.digest for f in files), chunk_counts=[])
+    chunks = _PageChunks(ids="", packs=[], offsets=[], lengths=[], sizes=[], codecs=[])
+    ids = []
+    for number, f in enumerate(files):
+        columns.paths.append(f.path)
+        columns.sizes.append(f.size)
+        columns.chunk_counts.append(len(f.chunks))
+        if f.executable:
+            columns.executable.append(number)
+        if f.link is not None:
+            columns.links.append((number, f.link))
+        for c in f.chunks:
+            index = pack_index[c.pack]
+            ids.append(c.id)
+            chunks.packs.append(index)
+            chunks.offsets.append(c.offset - ends[index])
+            ends[index] = c.offset + c.length
+            chunks.lengths.append(c.length)
+            chunks.sizes.append(c.size)
+            chunks.codecs.append(c.codec)
+    chunks.ids = "".join(ids)
+    data = msgspec.json.encode(_WirePage(format_version=PAGE_FORMAT_VERSION, packs=packs, files=columns,
+                                         chunks=chunks), order="sorted")
+    return xxhash.xxh3_128_hexdigest(data), data
+
+
+class EncodedManifest(NamedTuple):
+    id: str
+    data: bytes  # the root's canonical JSON
+    pages: list[tuple[PageRef, bytes]]  # every page, in path order, with its JSON compressed (ready to store)
+
+
+def encode_paged(manifest: Manifest,
+                 known_pages: Callable[[Sequence[FileEntry]], PageRef | None] | None = None) -> EncodedManifest:
+    """The root and pages of `manifest` (validated whole first); pages come compressed, since a million
+    files make hundreds of MB of JSON. `known_pages(files)` may return the PageRef of a page known to
+    hold exactly these entries (a parent's), whose JSON is then not built again (its data is b"")."""
+    if manifest.kind not in KINDS:
+        raise UsageError(f"unknown manifest kind {manifest.kind!r}")
+    files = sorted(manifest.files, key=lambda f: f.path)
+    validate_files(files)
+    pages: list[tuple[PageRef, bytes]] = []
+    for page in split_pages(files):
+        ref = known_pages(page) if known_pages is not None else None
+        if ref is not None:
+            pages.append((ref, b""))
+            continue
+        page_id, data = encode_page(page)
+        pages.append((PageRef(id=page_id, first=page[0].path, files=len(page), bytes=sum(f.size for f in page)),
+                      compress_manifest(data)))
+    stored: dict[str, int] = {}
+    packs: set[str] = set()
+    for f in files:
+        for c in f.chunks:
+            if c.id not in stored:
+                stored[c.id] = c.length
+                packs.add(c.pack)
+    root = _WireRoot(format_version=ROOT_FORMAT_VERSION, kind=manifest.kind, name=manifest.name,
+                     parents=list(manifest.parents), created=manifest.created, author=manifest.author,
+                     message=manifest.message, metadata=manifest.metadata, files=len(files),
+                     bytes=sum(f.size for f in files), chunks=len(stored), stored_bytes=sum(stored.values()),
+                     packs=len(packs), pages=[ref for ref, _ in pages])
+    del stored
+    data = msgspec.json.encode(root, order="sorted")
+    return EncodedManifest(xxhash.xxh3_128_hexdigest(data), data, pages)
+
+
+def decode_root(stored: bytes, manifest_id: str) -> ManifestRoot:
+    """A manifest's root (any readable format), checked: id, format, kind, parent and page ids, pages in
+    path order, totals equal to the pages' sums. Formats 1-2 are decoded whole (files inline)."""
+    data = _decompress_manifest(stored, manifest_id)
+    if xxhash.xxh3_128_hexdigest(data) != manifest_id:
+        raise IntegrityError(f"manifest {manifest_id} is damaged (content does not match its id)")
+    try:
+        version = msgspec.json.decode(data, type=_Header).format_version
+        if version not in READABLE_VERSIONS and version != ROOT_FORMAT_VERSION:
+            raise IntegrityError(f"manifest {manifest_id} has format_version {version}; upgrade dvx to read it")
+        wire_type = {1: _WireManifestV1, 2: _WireManifest}.get(version, _WireRoot)
+        wire = msgspec.json.decode(data, type=wire_type)
+    except msgspec.DecodeError as exc:
+        raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
+    try:
+        if wire.kind not in KINDS:
+            raise _Malformed(f"has an unknown kind {_shown(wire.kind)}")
+        if not all(HEX32.fullmatch(p) for p in wire.parents):
+            raise _Malformed("lists a parent id that is not 32 lowercase hex digits")
+        header = dict(id=manifest_id, kind=wire.kind, name=wire.name, parents=wire.parents, created=wire.created,
+                      author=wire.author, message=wire.message, metadata=wire.metadata)
+        if version in READABLE_VERSIONS:
+            files = _files_from_wire(wire.files, wire.packs, version)
+            _validate(files, manifest_id)
+            return ManifestRoot(**header, file_count=len(files), total_size=sum(f.size for f in files), inline=files)
+        _check_page_table(wire)
+        return ManifestRoot(**header, file_count=wire.files, total_size=wire.bytes, pages=wire.pages,
+                            chunk_count=wire.chunks, stored_size=wire.stored_bytes, pack_count=wire.packs)
+    except _Malformed as exc:
+        raise IntegrityError(f"manifest {manifest_id} {exc}") from None
+
+
+def _check_page_table(wire: _WireRoot) -> None:
+    firsts = [p.first for p in wire.pages]
+    if not all(HEX32.fullmatch(p.id) for p in wire.pages):
+        raise _Malformed("lists a page id that is not 32 lowercase hex digits")
+    if any(a >= b for a, b in zip(firsts, firsts[1:])):
+        raise _Malformed("lists its pages out of path order")
+    if any(p.files < 1 or p.bytes < 0 for p in wire.pages):
+        raise _Malformed("lists an empty page or a negative size")
+    if sum(p.files for p in wire.pages) != wire.files or sum(p.bytes for p in wire.pages) != wire.bytes:
+        raise _Malformed("has totals that differ from its pages' sums")
+
+
+def decode_page(stored: bytes, root: ManifestRoot, index: int) -> list[FileEntry]:
+    """Page `index` of `root`, checked against the root (id, first path, count, bytes, the path range up
+    to the next page) and on its own (paths, links, chunk bounds). Checks that need every file (links
+    through links elsewhere, files under files) run when the whole manifest is read."""
+    ref = root.pages[index]
+    what = f"manifest {root.id} page {ref.id}"
+    data = _decompress_manifest(stored, ref.id)
+    if xxhash.xxh3_128_hexdigest(data) != ref.id:
+        raise IntegrityError(f"{what} is damaged (content does not match its id)")
+    try:
+        wire = msgspec.json.decode(data, type=_WirePage)
+    except msgspec.DecodeError as exc:
+        raise IntegrityError(f"{what} is unreadable ({exc})") from None
+    if wire.format_version != PAGE_FORMAT_VERSION:
+        raise IntegrityError(f"{what} has format_version {wire.format_version}; upgrade dvx to read it")
+    try:
+        files = _page_entries(wire)
+        paths = [f.path for f in files]
+        following = root.pages[index + 1].first if index + 1 < len(root.pages) else None
+        if (len(files) != ref.files or sum(f.size for f in files) != ref.bytes or paths[0] != ref.first
+                or any(a >= b for a, b in zip(paths, paths[1:])) or (following is not None and paths[-1] >= following)):
+            raise _Malformed("does not match the root's page table (count, bytes or path range)")
+    except _Malformed as exc:
+        raise IntegrityError(f"{what} {exc}") from None
+    try:
+        for entry in files:
+            validate_path(entry.path)
+            if entry.link is not None:
+                validate_link(entry.path, entry.link)
+    except UsageError as exc:
+        raise IntegrityError(f"{what} is invalid: {exc}") from None
+    return files
+
+
+def _page_entries(wire: _WirePage) -> list[FileEntry]:
+    """FileEntries of a decoded page, every column checked (lengths, hex, bounds) before use."""
+    files, chunks, packs = wire.files, wire.chunks, wire.packs
+    count, total = len(files.paths), len(chunks.packs)
+    if not (len(files.sizes) == len(files.chunk_counts) == count and len(files.digests) == 32 * count):
+        raise _Malformed("has file columns of different lengths")
+    if not (len(chunks.offsets) == len(chunks.lengths) == len(chunks.sizes) == len(chunks.codecs) == total
+            and len(chunks.ids) == 32 * total and sum(files.chunk_counts) == total):
+        raise _Malformed("has chunk columns of different lengths")
+    if (files.chunk_counts and min(files.chunk_counts) < 0) or (files.sizes and min(files.sizes) < 0):
+        raise _Malformed("has a negative size or chunk count")
+    if not all(HEX32.fullmatch(p) for p in packs):
+        raise _Malformed("lists a pack id that is not 32 lowercase hex digits")
+    if not _HEX_RUN.fullmatch(files.digests) or not _HEX_RUN.fullmatch(chunks.ids):
+        raise _Malformed("has a digest or chunk id that is not 32 lowercase hex digits")
+    if chunks.packs and (min(chunks.packs) < 0 or max(chunks.packs) >= len(packs)):
+        raise _Malformed("names a pack it does not list")
+    if chunks.lengths and (min(chunks.lengths) < 0 or max(chunks.lengths) > MAX_STORED_SIZE):
+        raise _Malformed(f"has a chunk stored length out of bounds (0..{MAX_STORED_SIZE})")
+    if chunks.sizes and (min(chunks.sizes) < 0 or max(chunks.sizes) > MAX_CHUNK_SIZE):
+        raise _Malformed(f"has a chunk raw length out of bounds (0..{MAX_CHUNK_SIZE})")
+    if not set(chunks.codecs) <= CODEC_NAMES.keys():
+        raise _Malformed("has a chunk with an unknown codec")
+    executable = set(files.executable)
+    if len(executable) != len(files.executable) or (executable and not 0 <= min(executable) <= max(executable) < count):
+        raise _Malformed("marks a file executable that it does not list")
+    links = dict(files.links)
+    if len(links) != len(files.links) or (links and not 0 <= min(links) <= max(links) < count):
+        raise _Malformed("has a symlink entry for a file it does not list")
+    ends = [0] * len(packs)
+    ids, chunk_packs, offsets, lengths, raw, codecs = (chunks.ids, chunks.packs, chunks.offsets, chunks.lengths,
+                                                       chunks.sizes, chunks.codecs)
+    digests = files.digests
+    out = []
+    at = 0
+    for number, (path, size, held) in enumerate(zip(files.paths, files.sizes, files.chunk_counts)):
+        refs = []
+        content = 0
+        for k in range(at, at + held):
+            index = chunk_packs[k]
+            offset = ends[index] + offsets[k]
+            if not 0 <= offset <= _MAX_OFFSET:
+                raise _Malformed(f"has a chunk offset out of bounds ({offset})")
+            ends[index] = offset + lengths[k]
+            content += raw[k]
+            refs.append(ChunkRef(ids[32 * k:32 * k + 32], packs[index], offset, lengths[k], raw[k], codecs[k]))
+        at += held
+        digest = digests[32 * number:32 * number + 32]
+        if held == 1 and refs[0].id == digest:
+            digest = refs[0].id  # one string object for both
+        link = links.get(number)
+        if link is not None and (refs or size):
+            raise _Malformed(f"gives the symlink {_shown(path)} content")
+        if size != content:
+            raise _Malformed(f"says {_shown(path)} has {size} bytes but its chunks hold {content}")
+        out.append(FileEntry(path=path, size=size, digest=digest, executable=number in executable, link=link,
+                             chunks=refs))
+    return out
+
+
+def _validate(files: list[FileEntry], manifest_id: str, each_checked: bool = False) -> None:
+    try:
+        validate_files(files, each_checked)
+    except (UsageError, IntegrityError) as exc:  # a path or link rule: the stored document is at fault
+        raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
+
+
+def read_pages(read: Callable[[str], bytes], root: ManifestRoot, indices: Iterable[int]) -> list[list[FileEntry]]:
+    """Pages `indices` of `root` (in that order): fetched in parallel with `read(key)` (cloud stores
+    answer each read in tens of ms), decoded here as they arrive (decoding holds the GIL anyway)."""
+    indices = list(indices)
+
+    def fetch(index: int) -> bytes:
+        ref = root.pages[index]
+        try:
+            return read(page_key(ref.id))
+        except NotFoundError:
+            raise IntegrityError(f"manifest {root.id} page {ref.id} is missing from the store") from None
+
+    if len(indices) <= 1:
+        return [decode_page(fetch(i), root, i) for i in indices]
+    with ThreadPoolExecutor(min(_PAGE_READ_JOBS, len(indices)), thread_name_prefix="dvx-pages") as pool:
+        return [decode_page(stored, root, i) for i, stored in zip(indices, pool.map(fetch, indices))]
+
+
+def all_files(read: Callable[[str], bytes], root: ManifestRoot) -> list[FileEntry]:
+    """Every file of the manifest, with the checks that need all of them."""
+    if root.inline is not None:
+        return root.inline
+    files = [entry for page in read_pages(read, root, range(len(root.pages))) for entry in page]
+    _validate(files, root.id, each_checked=True)  # decode_page checked each path and link
+    return files

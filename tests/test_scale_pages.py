@@ -1,0 +1,154 @@
+"""Paged manifests at a scaled-down size (issue 8, item 1): 20,000 files in 200 folders. Reading one
+folder or one file fetches the root and only the pages that can hold it, and a version that changes a few
+files shares almost all of its manifest bytes with its parent. benchmarks/scale.py runs the full size."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from conftest import run_dvx_in_process
+
+import dvx
+from dvx.api.repo import Repo
+from dvx.manifests import manifest_key
+from dvx.manifests.paged import PAGE_MAX_FILES, page_key, split_pages
+
+FILES, FOLDERS = 20_000, 200
+# 100 of 1,000,000 at full size; here 10 of 20,000 (0.05 %) so that most pages stay untouched.
+CHANGED = 10
+
+
+def _write(folder: Path, index: int, rng: random.Random) -> None:
+    (folder / f"folder{index % FOLDERS:03d}" / f"f{index:06d}.bin").write_bytes(rng.randbytes(64))
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory) -> dict:
+    """big@v1 with 20,000 files; big@v2 with CHANGED of them changed (one store for the module)."""
+    root = tmp_path_factory.mktemp("pages")
+    env = {"DVX_STORE": str(root / "store"), "DVX_STATE_DIR": str(root / "state"),
+           "DVX_CACHE_DIR": str(root / "cache")}
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    src = root / "src"
+    rng = random.Random(8)
+    for i in range(FOLDERS):
+        (src / f"folder{i:03d}").mkdir(parents=True)
+    for i in range(FILES):
+        _write(src, i, rng)
+    ds = dvx.Dataset.create("big")
+    ds.add(src)
+    v1 = ds.commit("first").version
+    for i in rng.sample(range(FILES), CHANGED):
+        _write(src, i, rng)
+    ds = dvx.Dataset.create("big")
+    ds.sync(src)
+    v2 = ds.commit("a few changed").version
+    yield {"v1": v1, "v2": v2, "root": root, "env": env}
+    mp.undo()
+
+
+@pytest.fixture
+def env(versions, monkeypatch) -> dict:
+    for key, value in versions["env"].items():
+        monkeypatch.setenv(key, value)
+    return versions
+
+
+def page_reads(log: list[tuple[str, int]]) -> list[str]:
+    return [key for key, _ in log if key.startswith("pages/")]
+
+
+def test_pages_are_cut_by_path_so_a_few_changes_touch_few_pages(env):
+    repo = Repo()
+    one, two = repo.manifest_root(env["v1"].id), repo.manifest_root(env["v2"].id)
+    assert one.file_count == two.file_count == FILES
+    assert 40 <= len(one.pages) <= 160  # about one page per 256 files
+    assert max(p.files for p in one.pages) < PAGE_MAX_FILES
+    old = {p.id for p in one.pages}
+    new_pages = [p for p in two.pages if p.id not in old]
+    assert len(new_pages) <= CHANGED  # only pages holding a changed file are new
+    size = {p.id: (env["root"] / "store" / page_key(p.id)).stat().st_size for p in one.pages + two.pages}
+    v2_bytes = sum(size[p.id] for p in two.pages) + (env["root"] / "store" / manifest_key(env["v2"].id)).stat().st_size
+    new_bytes = sum(size[p.id] for p in new_pages) + (env["root"] / "store" / manifest_key(env["v2"].id)).stat().st_size
+    root_size = (env["root"] / "store" / manifest_key(env["v2"].id)).stat().st_size
+    print(f"\n[pages] root {root_size} B; v1 {len(one.pages)} pages; v2 shares {len(two.pages) - len(new_pages)}/{len(two.pages)}, "
+          f"new manifest bytes {new_bytes}/{v2_bytes} ({new_bytes / v2_bytes:.1%})")
+    assert new_bytes < 0.4 * v2_bytes
+
+
+def test_ls_of_a_folder_reads_the_root_and_only_its_pages(env, store_reads):
+    rows = dvx.ls("big@v2", "folder123")
+    assert len(rows) == FILES // FOLDERS
+    assert len(page_reads(store_reads)) <= 3
+    assert sum(1 for key, _ in store_reads if key.startswith("manifests/")) == 1
+
+
+def test_get_of_a_folder_glob_reads_only_its_pages(env, store_reads, tmp_path):
+    out = dvx.get("big@v2", tmp_path / "out", glob=["folder123/*"])
+    assert len(list((out / "folder123").iterdir())) == FILES // FOLDERS
+    assert len(page_reads(store_reads)) <= 3
+
+
+def test_open_of_one_file_reads_one_page(env, store_reads):
+    with dvx.open("big@v2/folder123/f000123.bin") as f:
+        assert len(f.read()) == 64
+    assert len(page_reads(store_reads)) == 1
+
+
+def test_the_cli_lists_a_folder_of_a_paged_version(env):
+    proc = run_dvx_in_process("ls", "big@v2", "folder007", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("folder007/") >= FILES // FOLDERS
+
+
+def test_the_whole_version_reads_back_and_a_missing_file_is_not_found(env, tmp_path):
+    listed = dvx.files("big@v1")
+    assert len(listed) == FILES and [f.path for f in listed] == sorted(f.path for f in listed)
+    with pytest.raises(dvx.NotFoundError):
+        dvx.open("big@v1/folder123/nope.bin")
+
+
+def test_page_cuts_depend_on_paths_only():
+    """Removing one file moves no cut except its own; changing content moves none."""
+    from dvx.manifests import FileEntry
+
+    files = [FileEntry(path=f"d/{i:05d}") for i in range(5_000)]
+    cuts = {page[-1].path for page in split_pages(files)}
+    for gone in ("d/02500", sorted(cuts)[3]):
+        fewer = [f for f in files if f.path != gone]
+        assert {page[-1].path for page in split_pages(fewer)} == cuts - {gone}
+    bigger = [FileEntry(path=f.path, size=7) if i % 7 == 0 else f for i, f in enumerate(files)]
+    assert {page[-1].path for page in split_pages(bigger)} == cuts
+
+
+def test_reads_on_s3_make_a_handful_of_requests(tmp_path, monkeypatch, store_calls):
+    """On S3 (moto), `ls` of a folder, `dvx.open` of a file and `get --glob` of a folder each make a small,
+    fixed number of requests: resolve the version, the root, the pages they need, the chunks."""
+    from servers import new_s3_bucket
+
+    monkeypatch.setenv("DVX_STORE", f"s3://{new_s3_bucket()}/pages")
+    src = tmp_path / "src"
+    rng = random.Random(3)
+    for i in range(40):
+        (src / f"folder{i:02d}").mkdir(parents=True)
+    for i in range(4_000):
+        (src / f"folder{i % 40:02d}" / f"f{i:06d}.bin").write_bytes(rng.randbytes(32))
+    ds = dvx.Dataset.create("s3big")
+    ds.add(src)
+    ds.commit("on s3")
+    counts = {}
+    for what, action in (("ls", lambda: dvx.ls("s3big@v1", "folder07")),
+                         ("open", lambda: dvx.open("s3big@v1/folder07/f000007.bin").read()),
+                         ("get", lambda: dvx.get("s3big@v1", tmp_path / "out", glob=["folder07/*"]))):
+        store_calls.clear()
+        action()
+        counts[what] = [c for c in store_calls]
+    print("\n[s3 requests]", {k: len(v) for k, v in counts.items()})
+    for what, calls in counts.items():
+        pages = [key for _, key in calls if key.startswith("pages/")]
+        assert len(pages) <= 2, (what, calls)
+        assert len(calls) <= 12, (what, calls)
