@@ -117,12 +117,12 @@ def test_page_cuts_depend_on_paths_only():
     from dvx.manifests import FileEntry
 
     files = [FileEntry(path=f"d/{i:05d}") for i in range(5_000)]
-    cuts = {page[-1].path for page in split_pages(files)}
+    cuts = {page[-1].path for page, _ in split_pages(files)}
     for gone in ("d/02500", sorted(cuts)[3]):
         fewer = [f for f in files if f.path != gone]
-        assert {page[-1].path for page in split_pages(fewer)} == cuts - {gone}
+        assert {page[-1].path for page, _ in split_pages(fewer)} == cuts - {gone}
     bigger = [FileEntry(path=f.path, size=7) if i % 7 == 0 else f for i, f in enumerate(files)]
-    assert {page[-1].path for page in split_pages(bigger)} == cuts
+    assert {page[-1].path for page, _ in split_pages(bigger)} == cuts
 
 
 def test_reads_on_s3_make_a_handful_of_requests(tmp_path, monkeypatch, store_calls):
@@ -152,3 +152,30 @@ def test_reads_on_s3_make_a_handful_of_requests(tmp_path, monkeypatch, store_cal
         pages = [key for _, key in calls if key.startswith("pages/")]
         assert len(pages) <= 2, (what, calls)
         assert len(calls) <= 12, (what, calls)
+
+
+def test_reusing_a_parents_pages_gives_the_same_manifest_as_building_every_page(env):
+    """A commit takes the parent's unchanged pages as they are; the result must be byte for byte what a
+    full re-split and re-encoding gives (for changes, additions and removals, at page edges too)."""
+    from dvx.manifests import Manifest
+    from dvx.manifests.paged import encode_paged
+
+    repo = Repo()
+    parent = repo.read_manifest(env["v1"].id)
+    files = {f.path: f for f in parent.files}
+    root = repo.manifest_root(env["v1"].id)
+    edges = [p.first for p in root.pages[1:6]]  # first files of pages: removing one merges two pages
+    for path in edges[:2]:
+        del files[path]
+    some = sorted(files)[::997]
+    for path in some:
+        files[path] = type(files[path])(path=path, size=0)
+    files["folder050/zz-new.bin"] = type(files[some[0]])(path="folder050/zz-new.bin")
+    files["zzz-last.bin"] = type(files[some[0]])(path="zzz-last.bin")  # after the parent's last page
+    manifest = Manifest(kind="dataset", name="big", parents=[env["v1"].id], created="2026-01-01T00:00:00+00:00",
+                        author="t", files=list(files.values()))
+    reused = encode_paged(manifest, reuse=repo.reusable_pages([env["v1"].id]))
+    fresh = encode_paged(manifest)
+    assert reused.id == fresh.id
+    assert [ref for ref, _ in reused.pages] == [ref for ref, _ in fresh.pages]
+    assert sum(1 for _, data in reused.pages if data == b"") > len(reused.pages) // 2

@@ -38,6 +38,7 @@ from dvx.manifests import (
     scan,
     validate_path,
 )
+from dvx.manifests.model import validate_link
 from dvx.manifests.paged import encode_paged, page_key
 from dvx.manifests.scan import ensure_unchanged_since_scan
 from dvx.refs import VersionRecord, check_name, check_tag, now_iso
@@ -229,8 +230,9 @@ def merge_parents(manifests: Sequence[Manifest]) -> dict[str, FileEntry]:
     for index, manifest in enumerate(manifests):
         if index == 0:
             merged.update(manifest.by_path())
-            folders = folders_of(merged)
             continue
+        if index == 1:
+            folders = folders_of(merged)
         taken = dict(merged)
         for entry in manifest.files:
             path = entry.path
@@ -636,7 +638,12 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
                 known_chunks.add(c.id)
                 new_bytes += c.length
     del known_chunks
-    encoded = encode_paged(manifest, known_pages=repo.reusable_pages(manifest.parents))
+    for f in manifest.files:  # entries taken from a parent were checked when it was read
+        if base.get(f.path) is not f:
+            validate_path(f.path)
+            if f.link is not None:
+                validate_link(f.path, f.link)
+    encoded = encode_paged(manifest, reuse=repo.reusable_pages(manifest.parents), each_checked=True)
     key = manifest_key(encoded.id)
     pages = {page_key(ref.id): data for ref, data in encoded.pages}
     parent_pages: set[str] = set()
@@ -654,7 +661,7 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
         if missing - reused:
             raise DataCollectedError(_collected_message(manifest, missing - reused))
         if missing:  # pages of a parent deleted meanwhile: build and store them again
-            pages = {page_key(ref.id): data for ref, data in encode_paged(manifest).pages}
+            pages = {page_key(ref.id): data for ref, data in encode_paged(manifest, each_checked=True).pages}
             reused -= missing
     _put_all_created(repo, {k: data for k, data in pages.items() if k not in reused})
     repo.store.put_create(key, compress_manifest(encoded.data))

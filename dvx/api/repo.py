@@ -22,8 +22,10 @@ from dvx.manifests import (
 from dvx.manifests.paged import (
     ManifestRoot,
     PageRef,
+    PageReuse,
     all_files,
     decode_root,
+    ends_page,
     page_key,
     read_pages,
 )
@@ -105,9 +107,10 @@ class Repo:
             manifest = self._manifests[manifest_id] = root.with_files(all_files(self.store.read, root))
         return manifest
 
-    def reusable_pages(self, manifest_ids: Iterable[str]) -> Callable[[Sequence[FileEntry]], PageRef | None]:
-        """For encode_paged: a page made of the very same entry objects, in the same order, as a page of
-        one of these manifests (read whole by this session) is that page; its JSON is not built again."""
+    def reusable_pages(self, manifest_ids: Iterable[str]) -> PageReuse:
+        """For encode_paged: a run of entries that are the very same objects, in the same order, as a
+        page of one of these manifests (read whole by this session), and that ends where a fresh split
+        would end it, is that page; its paths are not hashed nor its JSON built again."""
         table: dict[str, tuple[PageRef, list[FileEntry], int]] = {}
         for manifest_id in manifest_ids:
             manifest, root = self._manifests.get(manifest_id), self._roots.get(manifest_id)
@@ -118,16 +121,21 @@ class Repo:
                 table[ref.first] = (ref, manifest.files, start)
                 start += ref.files
 
-        def known(page: Sequence[FileEntry]) -> PageRef | None:
-            found = table.get(page[0].path)
+        def reuse(files: Sequence[FileEntry], at: int) -> PageRef | None:
+            found = table.get(files[at].path)
             if found is None:
                 return None
-            ref, files, start = found
-            if ref.files != len(page) or any(a is not b for a, b in zip(page, files[start:start + ref.files])):
+            ref, known, start = found
+            count = ref.files
+            if at + count > len(files) or any(a is not b for a, b in zip(files[at:at + count], known[start:start + count])):
                 return None
+            last_of_all = at + count == len(files)
+            if not last_of_all and not ends_page(files[at + count - 1], count,
+                                                 sum(len(f.chunks) for f in known[start:start + count])):
+                return None  # the parent's last page, now followed by more files: split afresh
             return ref
 
-        return known
+        return reuse
 
     def files_under(self, manifest_id: str, prefix: str) -> list[FileEntry]:
         """Files whose path starts with `prefix` (a string prefix: "folder/", or a whole path), reading

@@ -30,7 +30,7 @@ HEADER_MAGIC = b"DVXPACKF"
 TRAILER_MAGIC = b"DVXPACK\x01"
 
 
-class ChunkRef(msgspec.Struct, array_like=True, frozen=True):
+class ChunkRef(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """Where a chunk lives: its id, pack, byte offset and stored length, raw length and codec."""
 
     id: str

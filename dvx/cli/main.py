@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from gc import set_threshold as set_gc_thresholds
 
 import click
 
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    # A million-file version is millions of small objects: with CPython's default thresholds the cyclic
+    # collector runs every 700 allocations and costs a third of reading such a manifest. dvx makes no
+    # reference cycles in bulk, so collect young objects far less often in this short-lived process.
+    set_gc_thresholds(50_000, 20, 100)
     try:
         cli.main(args=args, prog_name="dvx", standalone_mode=False)
     except click.exceptions.Exit as exc:

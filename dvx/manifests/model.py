@@ -37,7 +37,7 @@ MAX_MANIFEST_RATIO = 1000
 _MAX_LINK_HOPS = 40
 
 
-class FileEntry(msgspec.Struct, kw_only=True):
+class FileEntry(msgspec.Struct, kw_only=True, gc=False):
     """One file (or symlink, when `link` is set) of a version, in memory."""
 
     path: str

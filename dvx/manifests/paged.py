@@ -151,21 +151,42 @@ def page_key(page_id: str) -> str:
     return f"pages/{page_id[:2]}/{page_id}.json.zst"
 
 
-def split_pages(files: Sequence[FileEntry]) -> list[list[FileEntry]]:
-    """Files (sorted by path) cut into pages; where a cut falls depends on the paths alone, except in
-    the rare page that hits PAGE_MAX_FILES or PAGE_MAX_CHUNKS, whose effect ends at the next cut."""
-    pages: list[list[FileEntry]] = []
+def ends_page(entry: FileEntry, files: int, chunks: int) -> bool:
+    """Whether a page ends after `entry`, its `files`-th file, holding `chunks` chunks so far."""
+    return (xxhash.xxh3_64_intdigest(entry.path.encode()) % PAGE_SPLIT == 0 or files >= PAGE_MAX_FILES
+            or chunks >= PAGE_MAX_CHUNKS)
+
+
+# reuse(files, i): the PageRef of a known page made of exactly files[i:i + ref.files] (the same entry
+# objects) that split_pages would cut the same way, else None.
+PageReuse = Callable[[Sequence[FileEntry], int], "PageRef | None"]
+
+
+def split_pages(files: Sequence[FileEntry], reuse: PageReuse | None = None) -> list[tuple[list[FileEntry], PageRef | None]]:
+    """Files (sorted by path) cut into pages, each with the PageRef of the known page it equals (or
+    None). Where a cut falls depends on the paths alone, except in the rare page that hits
+    PAGE_MAX_FILES or PAGE_MAX_CHUNKS, whose effect ends at the next cut; a known page is taken whole
+    without hashing its paths again."""
+    pages: list[tuple[list[FileEntry], PageRef | None]] = []
     page: list[FileEntry] = []
     chunks = 0
-    for entry in files:
+    at, count = 0, len(files)
+    while at < count:
+        if not page and reuse is not None:
+            ref = reuse(files, at)
+            if ref is not None:
+                pages.append((list(files[at:at + ref.files]), ref))
+                at += ref.files
+                continue
+        entry = files[at]
+        at += 1
         page.append(entry)
         chunks += len(entry.chunks)
-        if (xxhash.xxh3_64_intdigest(entry.path.encode()) % PAGE_SPLIT == 0 or len(page) >= PAGE_MAX_FILES
-                or chunks >= PAGE_MAX_CHUNKS):
-            pages.append(page)
+        if ends_page(entry, len(page), chunks):
+            pages.append((page, None))
             page, chunks = [], 0
     if page:
-        pages.append(page)
+        pages.append((page, None))
     return pages
 
 
@@ -208,18 +229,16 @@ class EncodedManifest(NamedTuple):
     pages: list[tuple[PageRef, bytes]]  # every page, in path order, with its JSON compressed (ready to store)
 
 
-def encode_paged(manifest: Manifest,
-                 known_pages: Callable[[Sequence[FileEntry]], PageRef | None] | None = None) -> EncodedManifest:
-    """The root and pages of `manifest` (validated whole first); pages come compressed, since a million
-    files make hundreds of MB of JSON. `known_pages(files)` may return the PageRef of a page known to
-    hold exactly these entries (a parent's), whose JSON is then not built again (its data is b"")."""
+def encode_paged(manifest: Manifest, reuse: PageReuse | None = None, each_checked: bool = False) -> EncodedManifest:
+    """The root and pages of `manifest` (validated whole first; `each_checked`: every path and link alone
+    is known valid). Pages come compressed, since a million files make hundreds of MB of JSON. A page
+    that `reuse` knows (a parent's, made of the same entries) is not built again: its data is b""."""
     if manifest.kind not in KINDS:
         raise UsageError(f"unknown manifest kind {manifest.kind!r}")
     files = sorted(manifest.files, key=lambda f: f.path)
-    validate_files(files)
+    validate_files(files, each_checked)
     pages: list[tuple[PageRef, bytes]] = []
-    for page in split_pages(files):
-        ref = known_pages(page) if known_pages is not None else None
+    for page, ref in split_pages(files, reuse):
         if ref is not None:
             pages.append((ref, b""))
             continue
@@ -357,21 +376,32 @@ def _page_entries(wire: _WirePage) -> list[FileEntry]:
     out = []
     at = 0
     for number, (path, size, held) in enumerate(zip(files.paths, files.sizes, files.chunk_counts)):
-        refs = []
-        content = 0
-        for k in range(at, at + held):
-            index = chunk_packs[k]
-            offset = ends[index] + offsets[k]
+        digest = digests[32 * number:32 * number + 32]
+        if held == 1:  # most files: one chunk, whose id is usually the file's digest
+            index = chunk_packs[at]
+            offset = ends[index] + offsets[at]
             if not 0 <= offset <= _MAX_OFFSET:
                 raise _Malformed(f"has a chunk offset out of bounds ({offset})")
-            ends[index] = offset + lengths[k]
-            content += raw[k]
-            refs.append(ChunkRef(ids[32 * k:32 * k + 32], packs[index], offset, lengths[k], raw[k], codecs[k]))
-        at += held
-        digest = digests[32 * number:32 * number + 32]
-        if held == 1 and refs[0].id == digest:
-            digest = refs[0].id  # one string object for both
-        link = links.get(number)
+            content = raw[at]
+            ends[index] = offset + lengths[at]
+            cid = ids[32 * at:32 * at + 32]
+            if cid == digest:
+                digest = cid  # one string object for both
+            refs = [ChunkRef(cid, packs[index], offset, lengths[at], content, codecs[at])]
+            at += 1
+        else:
+            refs = []
+            content = 0
+            for k in range(at, at + held):
+                index = chunk_packs[k]
+                offset = ends[index] + offsets[k]
+                if not 0 <= offset <= _MAX_OFFSET:
+                    raise _Malformed(f"has a chunk offset out of bounds ({offset})")
+                ends[index] = offset + lengths[k]
+                content += raw[k]
+                refs.append(ChunkRef(ids[32 * k:32 * k + 32], packs[index], offset, lengths[k], raw[k], codecs[k]))
+            at += held
+        link = links.get(number) if links else None
         if link is not None and (refs or size):
             raise _Malformed(f"gives the symlink {_shown(path)} content")
         if size != content:
