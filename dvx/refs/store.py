@@ -441,9 +441,14 @@ class Refs:
             return record
         number = ref.version_number
         if number is not None:
-            if not self.all_version_numbers(ref.name):
-                raise NotFoundError(self._missing_name_message(ref.name))
-            return self.get_version(ref.name, number)
+            try:
+                return self.get_version(ref.name, number)  # one read; a listing only to explain a miss
+            except VersionDeletedError:
+                raise
+            except NotFoundError:
+                if not self.all_version_numbers(ref.name):
+                    raise NotFoundError(self._missing_name_message(ref.name)) from None
+                raise
         try:
             tag = self.get_tag(ref.name, ref.selector)
         except UsageError:
