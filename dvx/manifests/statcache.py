@@ -10,6 +10,7 @@ HFS+) and 50 ms where timestamps have sub-second digits.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,10 +56,26 @@ class StatCache:
     def __init__(self, db_path: str | Path, store_id: str):
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(db_path), timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._setup()
         self._store_id = store_id
+
+    def _setup(self) -> None:
+        """WAL mode and the table. Switching a new database to WAL takes an exclusive lock that SQLite
+        does not wait for (the busy timeout does not apply), so processes opening the cache at the same
+        moment (workers starting together) retry for up to a minute."""
+        delay, waited = 0.01, 0.0
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or waited > 60:
+                    raise
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 0.5)
 
     def lookup(self, files: list[ScannedFile], with_chunks: bool = True) -> dict[str, CacheHit]:
         """Cached content of the files whose stat still matches, keyed by local path. Without
