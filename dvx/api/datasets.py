@@ -484,13 +484,7 @@ class Dataset:
         return CommitResult(self._version(record), created=True, stored_bytes=record.new_bytes)
 
     def _check_tags(self, record: VersionRecord | None, tags: Sequence[str], force: bool) -> None:
-        refs = self.repo.refs(self.kind)
-        for tag in tags:
-            existing = refs.get_tag(self.name, tag)
-            if existing and existing.version is not None and not force and (
-                    record is None or existing.version != record.version):
-                raise ConflictError(f"tag {tag!r} already points at {self.name}@v{existing.version}; "
-                                    f"use --force to move it")
+        check_tags_free(self.repo, self.kind, self.name, record, tags, force)
 
     def _apply_tags(self, record: VersionRecord, tags: Sequence[str], force: bool) -> None:
         refs = self.repo.refs(self.kind)
@@ -505,6 +499,17 @@ class Dataset:
 # Files scanned, read and stored per batch: bounds the memory of one add to what its entries need (a
 # batch's scan records, stat-cache hits and chunk lists come and go), whatever the file count.
 STORE_BATCH_FILES = 100_000
+
+
+def check_tags_free(repo: Repo, kind: str, name: str, record: VersionRecord | None, tags: Sequence[str],
+                    force: bool) -> None:
+    """ConflictError if a tag of `tags` already points at a version other than `record` (without `force`)."""
+    refs = repo.refs(kind)
+    for tag in tags:
+        existing = refs.get_tag(name, tag)
+        if existing and existing.version is not None and not force and (
+                record is None or existing.version != record.version):
+            raise ConflictError(f"tag {tag!r} already points at {name}@v{existing.version}; use --force to move it")
 
 
 def store_in_batches(repo: Repo, scanned: Iterable[ScannedFile], known: dict[str, FileEntry],

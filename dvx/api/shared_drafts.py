@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from dvx.api.datasets import (
+    check_tags_free,
     merge_parents,
     put_entries,
     store_scanned,
@@ -577,13 +578,7 @@ class SharedDraft:
             pass
 
     def _check_tags(self, version: VersionRecord | None, tags: Sequence[str], force: bool) -> None:
-        refs = self.repo.refs(self.kind)
-        for tag in tags:
-            existing = refs.get_tag(self.name, tag)
-            if existing and existing.version is not None and not force and (
-                    version is None or existing.version != version.version):
-                raise ConflictError(f"tag {tag!r} already points at {self.name}@v{existing.version}; "
-                                    "use --force to move it")
+        check_tags_free(self.repo, self.kind, self.name, version, tags, force)
 
     # -- ending -------------------------------------------------------------------------------------------
     def discard(self) -> None:

@@ -90,8 +90,9 @@ class _Header(msgspec.Struct):
     format_version: int = 0
 
 
-class _WireManifestBase(msgspec.Struct, kw_only=True):
-    format_version: int
+class HeaderFields(msgspec.Struct, kw_only=True):
+    """What every manifest document says about its version, whatever its format."""
+
     kind: str
     name: str
     parents: list[str]
@@ -99,6 +100,10 @@ class _WireManifestBase(msgspec.Struct, kw_only=True):
     author: str
     message: str
     metadata: dict[str, Any]
+
+
+class _WireManifestBase(HeaderFields, kw_only=True):
+    format_version: int
     packs: list[str]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import xxhash
@@ -33,6 +33,7 @@ from dvx.manifests.model import (
     KINDS,
     READABLE_VERSIONS,
     FileEntry,
+    HeaderFields,
     Manifest,
     _decompress_manifest,
     _files_from_wire,
@@ -93,15 +94,8 @@ class _WirePage(msgspec.Struct, kw_only=True):
     chunks: _PageChunks
 
 
-class _WireRoot(msgspec.Struct, kw_only=True):
+class _WireRoot(HeaderFields, kw_only=True):
     format_version: int
-    kind: str
-    name: str
-    parents: list[str]
-    created: str
-    author: str
-    message: str
-    metadata: dict[str, Any]
     files: int
     bytes: int
     chunks: int  # distinct chunks
@@ -110,18 +104,11 @@ class _WireRoot(msgspec.Struct, kw_only=True):
     pages: list[PageRef]
 
 
-class ManifestRoot(msgspec.Struct, kw_only=True):
+class ManifestRoot(HeaderFields, kw_only=True):
     """A version's manifest without its files: header fields, totals and the page table. Manifests of
     formats 1-2 have no pages; their files come `inline`."""
 
     id: str
-    kind: str
-    name: str
-    parents: list[str]
-    created: str
-    author: str
-    message: str
-    metadata: dict[str, Any]
     file_count: int
     total_size: int
     pages: list[PageRef] = []
