@@ -1,7 +1,8 @@
 """Architecture checks on the source (after dulwich's tests/test_source.py): imports point one way only,
 only the CLI and dvx/api/config.py read the environment, only dvx/fs talks to fsspec and cloud SDKs.
 
-Layers, lowest first: fs(0) < chunks(1) < manifests(2) < refs(3) < api(4) < cli(5). The shared leaf
+Layers, lowest first: fs(0) < chunks(1) < manifests(2) < refs(3) < api(4) < ui(5) < cli(6); the web UI
+(dvx/ui) presents the API like the CLI does, and the CLI starts it. The shared leaf
 modules dvx/errors.py and dvx/locks.py are importable by everyone and import only each other; dvx/__init__.py is the top and may import anything, but nothing may import it
 (that is, nothing may do `import dvx` or `from dvx import NAME` for a NAME that is not a sub-module).
 Integrations (dvx/fsspec_impl.py, the dvx:// filesystem) sit on top of the API like the CLI: they may
@@ -18,8 +19,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dvx"
 
-LAYERS = {"fs": 0, "chunks": 1, "manifests": 2, "refs": 3, "api": 4, "cli": 5}
-INTEGRATION = 6  # integrations on top of the API; they may import only dvx.api and the shared modules
+LAYERS = {"fs": 0, "chunks": 1, "manifests": 2, "refs": 3, "api": 4, "ui": 5, "cli": 6}
+INTEGRATION = 7  # integrations on top of the API; they may import only dvx.api and the shared modules
 INTEGRATIONS = {"fsspec_impl": {"fsspec"}}  # module → the cloud-SDK packages it may import
 TOP = 100  # dvx/__init__.py
 FREE = -1  # shared leaf modules, importable by every layer

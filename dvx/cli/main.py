@@ -15,6 +15,7 @@ from dvx.cli.gc import dataset_delete, gc, model_delete
 from dvx.cli.lineage import lineage
 from dvx.cli.model import model_group
 from dvx.cli.project import pin, pull, status
+from dvx.cli.ui import ui
 from dvx.cli.verify import verify
 
 
@@ -36,7 +37,7 @@ cli.add_command(dataset_group)
 cli.add_command(gc)
 cli.add_command(model_group)
 cli.add_command(lineage)
-for command in (pin, pull, status, check, verify):
+for command in (pin, pull, status, check, verify, ui):
     cli.add_command(command)
 for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
                 commands.push, commands.fetch):
