@@ -210,7 +210,7 @@ def _csv_preview(head: bytes, delimiter: str, complete: bool) -> dict:
     rows = []
     for row in reader:
         rows.append([_cell(c) for c in row[:PREVIEW_COLUMNS]])
-        if len(rows) > PREVIEW_ROWS:
+        if len(rows) > PREVIEW_ROWS + 1:  # the header, the rows shown, and one to know there are more
             break
     columns, body = (rows[0], rows[1:]) if rows else ([], [])
     return {"type": "table", "format": "csv", "columns": columns, "rows": body[:PREVIEW_ROWS],
