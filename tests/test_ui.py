@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import re
 import subprocess
 import urllib.error
@@ -20,6 +21,7 @@ import ui_store
 from conftest import dvx_executable
 from dvx.api import browse
 from dvx.api.repo import Repo
+from dvx.refs import parse_ref
 from dvx.ui import serve
 
 pytest.importorskip("starlette")
@@ -347,3 +349,28 @@ def test_a_history_page_reads_only_its_versions(tmp_path, store_reads):
     assert [v["version"] for v in page["items"]] == list(range(70, 50, -1)) and page["total"] == 120
     version_reads = [k for k, _ in store_reads if "/versions/" in k]
     assert len(version_reads) == 20, version_reads
+
+
+def test_a_damaged_chunk_ends_the_download_instead_of_sending_wrong_bytes(tmp_path, fixture_store):
+    from dvx.chunks.pack import pack_key
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "blob.bin").write_bytes(os.urandom(3 << 20))  # several chunks in a pack of its own
+    ds = dvx.Dataset.create("damaged")
+    ds.add(tmp_path / "d")
+    ds.commit("to be damaged")
+    repo = Repo()
+    (entry,) = repo.read_manifest(repo.refs().resolve(parse_ref("damaged@v1")).manifest).files
+    chunk = entry.chunks[len(entry.chunks) // 2]
+    with open(fixture_store["root"] / "store" / pack_key(chunk.pack), "r+b") as pack:
+        pack.seek(chunk.offset + chunk.length // 2)
+        byte = pack.read(1)
+        pack.seek(-1, os.SEEK_CUR)
+        pack.write(bytes([byte[0] ^ 0xFF]))
+    conn = http.client.HTTPConnection(fixture_store["server"].host, fixture_store["server"].port, timeout=30)
+    conn.request("GET", "/api/raw?" + urllib.parse.urlencode({"ref": "damaged@v1", "path": "blob.bin"}))
+    response = conn.getresponse()
+    assert response.status == 200  # the headers went out before the damage was met
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert len(cut.value.partial) < entry.size
