@@ -15,10 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-import dvx
 import ui_store
 from conftest import dvx_executable
+
+import dvx
 from dvx.api import browse
 from dvx.api.repo import Repo
 from dvx.refs import parse_ref
@@ -121,14 +121,21 @@ def test_history_is_newest_first_with_sizes_and_tags(fixture_store):
     assert get_json(fixture_store, "/api/history", 400)["error"] == "missing query parameter 'name'"
 
 
-def test_model_versions_sort_by_metric(fixture_store):
-    newest = get_json(fixture_store, "/api/models/versions", name="pet-classifier")
+def test_model_history_has_metrics_and_sorts_by_them(fixture_store):
+    newest = get_json(fixture_store, "/api/history", name="pet-classifier", kind="model")
     assert [v["version"] for v in newest["items"]] == [3, 2, 1]
-    best = get_json(fixture_store, "/api/models/versions", name="pet-classifier", sort="accuracy:desc")
+    assert newest["items"][1]["tags"] == ["production"] and newest["items"][1]["metrics"] == {"accuracy": 0.88,
+                                                                                             "loss": 0.35}
+    best = get_json(fixture_store, "/api/history", name="pet-classifier", kind="model", sort="accuracy:desc")
     assert [v["metrics"]["accuracy"] for v in best["items"]] == [0.88, 0.86, 0.81]
-    lowest_loss = get_json(fixture_store, "/api/models/versions", name="pet-classifier", sort="loss")
+    assert best["items"][0] | {"created": None} == newest["items"][1] | {"created": None}  # the same row shape
+    lowest_loss = get_json(fixture_store, "/api/history", name="pet-classifier", kind="model", sort="loss")
     assert [v["version"] for v in lowest_loss["items"]] == [3, 2, 1]
-    assert best["items"][0]["aliases"] == ["production"] and best["items"][0]["input_refs"] == ["pets@v2"]
+    assert best["items"][0]["inputs"] == ["pets@v2"] and best["total"] == 3
+    paged = get_json(fixture_store, "/api/history", name="pet-classifier", kind="model", sort="accuracy", limit=1,
+                     offset=2)
+    assert [v["version"] for v in paged["items"]] == [2]
+    assert get_json(fixture_store, "/api/history", 400, name="pets", sort="accuracy")["type"] == "UsageError"
 
 
 def test_alias_history_lists_every_move(fixture_store):
@@ -330,8 +337,8 @@ def test_dvx_ui_command_prints_its_address_and_serves(fixture_store):
 
 
 def test_dvx_ui_refuses_a_busy_port(fixture_store):
-    result = subprocess.run([dvx_executable(), "ui", "--port", str(fixture_store["server"].port)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run([dvx_executable(), "ui", "--port", str(fixture_store["server"].port)], check=False,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("dvx: error: cannot listen on 127.0.0.1:")
 
 

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 import ui_store
+
 from dvx.ui import serve
 
 CHROMIUM = "/usr/bin/chromium"

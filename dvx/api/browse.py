@@ -101,12 +101,17 @@ def names_page(repo: Repo, kind: str = "dataset", query: str = "", offset: int =
     return {"kind": kind, "query": query, "total": len(names), "offset": offset, "limit": limit, "items": rows}
 
 
-def history_page(repo: Repo, name: str, kind: str = "dataset", offset: int = 0, limit: int = 50) -> dict:
+def history_page(repo: Repo, name: str, kind: str = "dataset", offset: int = 0, limit: int = 50,
+                 sort: str | None = None) -> dict:
     """One page of a name's versions, newest first: one listing, then only this page's records (and,
-    for models, their metrics) in parallel, so a thousand-version history costs what a page does."""
+    for models, their metrics) in parallel, so a thousand-version history costs what a page does.
+    `sort` (models: a metric or field, `:desc` for best first) orders every version instead, which
+    reads every version's annotations."""
     _kind(kind)
     check_name(name)
     offset, limit = _window(offset, limit)
+    if sort:
+        return _sorted_model_history(repo, name, kind, offset, limit, sort)
     refs = repo.refs(kind)
     numbers = list(reversed(refs.all_version_numbers(name)))
     if not numbers:
@@ -117,20 +122,38 @@ def history_page(repo: Repo, name: str, kind: str = "dataset", offset: int = 0, 
     by_version: dict[int, list[str]] = {}
     for tag, record in sorted(tags.items()):
         by_version.setdefault(record.version, []).append(tag)
-    metrics = _parallel(lambda n: refs.get_annotations(name, n), shown) if kind == "model" else [None] * len(shown)
+    notes = _parallel(lambda n: refs.get_annotations(name, n), shown) if kind == "model" else [None] * len(shown)
     items = []
-    for number, record, notes in zip(shown, records, metrics):
+    for number, record, annotated in zip(shown, records, notes):
         if isinstance(record, DeletedVersion):
             items.append({"version": number, "ref": f"{name}@v{number}", "deleted": True,
                           "deleted_at": record.deleted.at, "deleted_by": record.deleted.by})
             continue
         row = version_row(record)
         row["tags"] = by_version.get(number, [])
-        if notes is not None:
-            row.update(metrics=dict(notes.metrics), params=dict(notes.params), labels=list(notes.tags))
+        if annotated is not None:
+            row.update(metrics=dict(annotated.metrics), params=dict(annotated.params), labels=list(annotated.tags))
         items.append(row)
-    return {"kind": kind, "name": name, "total": len(numbers), "offset": offset, "limit": limit,
+    return {"kind": kind, "name": name, "sort": None, "total": len(numbers), "offset": offset, "limit": limit,
             "tags": {t: r.version for t, r in sorted(tags.items())}, "items": items}
+
+
+def _sorted_model_history(repo: Repo, name: str, kind: str, offset: int, limit: int, sort: str) -> dict:
+    from dvx.api.models import list_versions
+
+    if kind != "model":
+        raise UsageError("only model versions can be sorted (by a metric or field)")
+    versions = list_versions(repo, name, all_versions=True, sort=sort)
+    if not versions:
+        raise NotFoundError(f"no model named {name!r} in this store")
+    items = [{"version": v.version, "ref": v.ref, "id": v.id, "created": v.created, "author": v.author,
+              "message": v.message, "files": v.files, "bytes": v.bytes, "new_bytes": v.new_bytes,
+              "parents": list(v.parents), "inputs": list(v.input_refs), "tags": list(v.aliases),
+              "metrics": dict(v.metrics), "params": dict(v.params), "labels": list(v.labels)}
+             for v in versions[offset:offset + limit]]
+    aliases = {alias: v.version for v in versions for alias in v.aliases}
+    return {"kind": kind, "name": name, "sort": sort, "total": len(versions), "offset": offset, "limit": limit,
+            "tags": dict(sorted(aliases.items())), "items": items}
 
 
 def version_row(record: VersionRecord) -> dict:

@@ -20,13 +20,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dvx.api import browse
+from dvx.api import browse, reading
 from dvx.api.config import Settings
-from dvx.api import reading
 from dvx.api.repo import Repo
 from dvx.errors import ConflictError, DvxError, NotFoundError, StoreError, UsageError
 
@@ -88,8 +92,8 @@ def _api_views() -> dict[str, Callable[[Repo, _Query], Any]]:
         "/api/names": lambda repo, q: browse.names_page(repo, q.kind(), q.text("q"), q.number("offset", 0),
                                                         q.number("limit", 50)),
         "/api/history": lambda repo, q: browse.history_page(repo, q.text("name", required=True), q.kind(),
-                                                            q.number("offset", 0), q.number("limit", 50)),
-        "/api/models/versions": lambda repo, q: _model_versions(repo, q),
+                                                            q.number("offset", 0), q.number("limit", 50),
+                                                            q.text("sort") or None),
         "/api/aliases": lambda repo, q: browse.alias_histories(repo, q.text("name", required=True)),
         "/api/version": lambda repo, q: browse.version_info(repo, q.text("ref", required=True), q.kind()),
         "/api/tree": lambda repo, q: reading.list_folder(repo, q.text("ref", required=True), q.text("path"),
@@ -104,20 +108,6 @@ def _api_views() -> dict[str, Callable[[Repo, _Query], Any]]:
         "/api/lineage": lambda repo, q: browse.lineage_layout(repo, q.text("ref", required=True), q.kind(),
                                                               q.number("depth", 2)),
     }
-
-
-def _model_versions(repo: Repo, query: _Query) -> dict:
-    from dvx.api.models import list_versions
-
-    name = query.text("name", required=True)
-    sort = query.text("sort") or None
-    rows = list_versions(repo, name, all_versions=True, sort=sort)
-    if sort is None:
-        rows.reverse()  # newest first, like the history of a dataset
-    offset, limit = query.number("offset", 0), query.number("limit", 50)
-    offset, limit = browse._window(offset, limit)
-    return {"name": name, "sort": query.text("sort"), "total": len(rows), "offset": offset, "limit": limit,
-            "items": [r.to_dict() for r in rows[offset:offset + limit]]}
 
 
 class _Query:

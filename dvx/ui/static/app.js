@@ -178,9 +178,7 @@ async function namePage(route) {
   const offset = Number(params.get("offset") || 0);
   const sort = params.get("sort") || "";
   setTitle(name);
-  const history = kind === "model"
-    ? await api("models/versions", {name, offset, limit: PAGE, sort})
-    : await api("history", {kind, name, offset, limit: PAGE});
+  const history = await api("history", {kind, name, offset, limit: PAGE, sort});
   const focus = params.get("focus") || (history.items.find((v) => !v.deleted) || {}).ref;
   const header = el("div", {class: "title"}, el("span", {class: "kind", text: kind}), el("h1", {text: name}),
                     el("span", {class: "muted"}, plural(history.total, "version")));
@@ -237,7 +235,7 @@ function modelVersions(history, sort) {
     return link(withParam("sort", next).replace(/([?&])offset=\d+&?/, "$1"), key + arrow, {class: "sort", "data-metric": key});
   };
   const {form, rows, live} = compareForm(history.items, "model", (v) => [
-    ...versionCells(v, "model"), el("td", {}, tags(v.aliases, "alias"), tags(v.tags)),
+    ...versionCells(v, "model"), el("td", {}, tags(v.tags, "alias"), tags(v.labels)),
     metricNames.map((m) => el("td", {class: "num"}, v.metrics && m in v.metrics ? String(v.metrics[m]) : "—"))]);
   form.append(table(["A", "B", "Version", "Id", "Message", "Author", "Created", "Files", "Size", "New stored", "Aliases / tags",
                      ...metricNames.map(sortLink)], rows, {id: "versions"}),
