@@ -7,7 +7,8 @@
 Parts, each timed through the installed `dvx` (whole processes, as a user runs them) unless noted:
 
   files    1,000,000 files of 1 KiB in 1,000 folders: first commit (time, peak RSS), re-commit with 100
-           files changed, `dvx ls REF folder123`, `dvx get REF --glob 'folder123/*'`, `dvx.open` of one file;
+           files changed, `dvx ls REF` (the top level), `dvx ls REF folder123`, `dvx get REF --glob
+           'folder123/*'`, `dvx.open` of one file;
            and how many manifest bytes the second version shares with the first
   bigfile  one 8 GiB random file: add + commit and get (time vs `cp` + `sync`, peak RSS)
   lineage  1,000 versions of a 1,000-file dataset, each changing 1 %: `dataset log`, `dataset show`,
@@ -118,12 +119,14 @@ class Bench:
                  "v2 shares most bytes with v1")
 
     def partial_reads(self, env: dict, where: str, folder: str) -> None:
-        """ls of one folder, get of one folder's glob and dvx.open of one file, each a whole process with
-        an empty cache (the store read from scratch); medians of 3 runs."""
+        """ls of the top level (its folders come from the root's folder summary), ls of one folder, get of
+        one folder's glob and dvx.open of one file, each a whole process with an empty cache (the store
+        read from scratch); medians of 3 runs."""
         cache = Path(env["DVX_CACHE_DIR"])
         python = Path(self.dvx.path).parent / "python"
         out = self.work / "files" / f"out-{where[:2]}"
-        reads = (("ls REF SUBFOLDER", [self.dvx.path, "ls", "big@v2", folder]),
+        reads = (("ls REF (top level)", [self.dvx.path, "ls", "big@v2"]),
+                 ("ls REF SUBFOLDER", [self.dvx.path, "ls", "big@v2", folder]),
                  ("get REF --glob 'SUBFOLDER/*'", [self.dvx.path, "get", "big@v2", "--glob", f"{folder}/*", "-o",
                                                    str(out)]),
                  ("dvx.open(REF/path).read()", [str(python), "-c",

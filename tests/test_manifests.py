@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dvx
+from dvx.api.reading import LIST_LIMIT_MAX, list_folder
+from dvx.api.repo import Repo
 from dvx.chunks import ChunkRef
-from dvx.errors import DvxError, IntegrityError, UsageError
+from dvx.errors import DvxError, IntegrityError, NotFoundError, UsageError
 from dvx.manifests import (
     EMPTY_DIGEST,
     FileEntry,
@@ -29,10 +31,18 @@ from dvx.manifests import (
     decode_manifest,
     diff_files,
     encode_manifest,
+    folders_of,
+    paged,
     summarise,
     validate_path,
 )
 from dvx.manifests.model import validate_link
+from dvx.manifests.paged import (
+    FOLDER_SUMMARY_MAX,
+    decode_root,
+    encode_paged,
+    summarise_folders,
+)
 
 HYPO = settings(max_examples=50, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -403,7 +413,7 @@ def test_diff_accounts_for_every_path(old: dict, new: dict):
 
 def test_stored_manifest_is_zstd_of_the_canonical_json():
     """On the store a manifest is one zstd frame of its canonical JSON, so any zstd tool can read it."""
-    manifest_id, data = encode_manifest(synthetic_manifest(["a"], 6, links=False))
+    _, data = encode_manifest(synthetic_manifest(["a"], 6, links=False))
     assert zstandard.ZstdDecompressor().decompress(compress_manifest(data), max_output_size=len(data)) == data
 
 
@@ -431,3 +441,209 @@ def test_stat_cache_skips_files_still_within_their_timestamp_tick(tmp_path):
     hits = cache.lookup(list(files.values()))
     assert {files[n].local for n in ("fine_settled", "coarse_settled")} == set(hits)
     cache.close()
+
+
+# -- format 3 roots: the folder summary, and folder listings ---------------------------------------------
+
+def _summary_by_brute_force(files: list[FileEntry]) -> list[dict]:
+    """Every folder holding a file at any depth, with the files and bytes under it, counted file by file."""
+    out = []
+    for folder in sorted(folders_of(f.path for f in files)):
+        under = [f for f in files if f.path.startswith(folder + "/")]
+        out.append({"path": folder, "files": len(under), "bytes": sum(f.size for f in under)})
+    return out
+
+
+@settings(max_examples=50, deadline=None)
+@given(tree=trees, seed=st.integers(0, 2**32))
+def test_the_root_summarises_every_folder(tree: dict, seed: int):
+    """A format 3 root lists every folder with the files and bytes under it at any depth, in path order,
+    and reads back as ManifestRoot.folders."""
+    manifest = synthetic_manifest(list(flatten(tree)), seed)
+    encoded = encode_paged(manifest)
+    expected = _summary_by_brute_force(manifest.files)
+    assert json.loads(encoded.data)["folders"] == expected
+    root = decode_root(compress_manifest(encoded.data), encoded.id)
+    assert [msgspec.to_builtins(f) for f in root.folders] == expected
+
+
+def test_the_summary_is_left_out_past_its_cap():
+    """Up to FOLDER_SUMMARY_MAX folders are listed (ancestors count too); past it the field is absent and
+    the root reads back with folders None, as roots written before the summary existed do."""
+    at_cap = [FileEntry(path=f"d{i:05d}/f") for i in range(FOLDER_SUMMARY_MAX)]
+    assert len(summarise_folders(at_cap)) == FOLDER_SUMMARY_MAX
+    assert summarise_folders([*at_cap, FileEntry(path="e/f")]) is None
+    assert summarise_folders([FileEntry(path="d00000/deeper/f"), *at_cap[1:]]) is None  # an ancestor more
+    manifest = msgspec.structs.replace(synthetic_manifest(["x"], 1, links=False),
+                                       files=[*at_cap, FileEntry(path="e/f")])
+    encoded = encode_paged(manifest)
+    assert "folders" not in json.loads(encoded.data)
+    assert decode_root(compress_manifest(encoded.data), encoded.id).folders is None
+
+
+def _root_doc() -> dict:
+    """A format 3 root whose folders are a (3 files), a/b (1) and e (1), with g.txt at the top."""
+    manifest = synthetic_manifest(["a/b/c.txt", "a/d.txt", "a/d2.txt", "e/f.txt", "g.txt"], 7, links=False)
+    return json.loads(encode_paged(manifest).data)
+
+
+def test_roots_without_a_summary_still_decode():
+    """Format 3 roots written before the summary existed have no `folders` field: no summary, no error."""
+    doc = _root_doc()
+    assert [f["path"] for f in doc["folders"]] == ["a", "a/b", "e"]
+    del doc["folders"]
+    manifest_id, stored = _stored(doc)
+    root = decode_root(stored, manifest_id)
+    assert root.folders is None and root.file_count == 5
+
+
+def _set(index: int, field: str, value):
+    def damage(folders: list) -> None:
+        folders[index][field] = value
+    return damage
+
+
+_HOSTILE_SUMMARIES = {
+    "out of order": (lambda folders: folders.reverse(), "out of path order"),
+    "listed twice": (lambda folders: folders.insert(1, dict(folders[0])), "out of path order"),
+    "empty folder": (_set(1, "files", 0), "empty folder"),
+    "negative bytes": (_set(2, "bytes", -1), "negative folder size"),
+    "more files than the version": (_set(2, "files", 10**6), "more files or bytes than the version"),
+    "more bytes than the version": (_set(0, "bytes", 10**15), "more files or bytes than the version"),
+    "missing parent": (lambda folders: folders.pop(0), "without its parent folder"),
+    "child larger than parent": (_set(1, "files", 4), "fewer files or bytes than the folders inside"),
+    "not a list": (lambda folders: folders.clear() or folders.append("a"), "unreadable"),
+    "missing field": (lambda folders: folders[0].pop("bytes"), "unreadable"),
+}
+_BAD_FOLDER_PATHS = ["../a", "a/..", "/a", "a/", "", "a//b", "a\\b", "C:x", "a/./b", "a\x00b"]
+
+
+@pytest.mark.parametrize("case", [*_HOSTILE_SUMMARIES, *(f"path {p!r}" for p in _BAD_FOLDER_PATHS)])
+def test_a_hostile_folder_summary_is_refused(case: str):
+    """A root whose folder summary is out of order, holds an invalid path, an empty or negative folder,
+    counts that do not add up, or a folder without its parent is refused with IntegrityError."""
+    doc = _root_doc()
+    if case.startswith("path "):
+        bad = _BAD_FOLDER_PATHS[[f"path {p!r}" for p in _BAD_FOLDER_PATHS].index(case)]
+        doc["folders"] = [{"path": bad, "files": 1, "bytes": 0}]
+        message = "invalid folder"
+    else:
+        damage, message = _HOSTILE_SUMMARIES[case]
+        damage(doc["folders"])
+    manifest_id, stored = _stored(doc)
+    with pytest.raises(IntegrityError, match=message):
+        decode_root(stored, manifest_id)
+
+
+def _listing_by_brute_force(sizes: dict[str, int], folder: str) -> list[tuple]:
+    """(type, name, path, files, size) of the entries directly inside `folder`, from every file."""
+    prefix = folder + "/" if folder else ""
+    children: dict[str, list[int]] = {}
+    direct = []
+    for path in sorted(sizes):
+        if not path.startswith(prefix):
+            continue
+        head, sep, _ = path[len(prefix):].partition("/")
+        if sep:
+            counts = children.setdefault(head, [0, 0])
+            counts[0] += 1
+            counts[1] += sizes[path]
+        else:
+            direct.append(path)
+    return ([("folder", name, f"{prefix}{name}/", files, size) for name, (files, size) in sorted(children.items())]
+            + [("file", path[len(prefix):], path, None, sizes[path]) for path in direct])
+
+
+def _listed(entries: list[dict]) -> list[tuple]:
+    return [(e["type"], e["name"], e["path"], e.get("files"), e["size"]) for e in entries]
+
+
+@HYPO
+@given(tree=trees, windows=st.lists(st.tuples(st.integers(0, 20), st.integers(1, 8)), min_size=1, max_size=4))
+def test_folder_listings_match_a_listing_of_every_file(tmp_path: Path, monkeypatch, tree: dict, windows: list):
+    """list_folder, with the root's folder summary and without one (a root as written before it
+    existed), lists every folder as a listing made from every file does, in any window; ls gives the
+    same rows either way. Pages hold ~2 files here, so windows and folders span pages."""
+    monkeypatch.setattr(paged, "PAGE_SPLIT", 2)
+    files = flatten(tree)
+    sizes = {path: len(content) for path, (content, _) in files.items()}
+    refs = {}
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+        materialise(Path(tmp), files)
+        for summarised in (True, False):
+            ds = dvx.Dataset.create(f"t{uuid.uuid4().hex[:12]}")
+            ds.add(tmp)
+            with monkeypatch.context() as patched:
+                if not summarised:
+                    patched.setattr(paged, "summarise_folders", lambda files: None)
+                refs[summarised] = ds.commit("listing").version
+    repo = Repo()
+    for summarised, version in refs.items():
+        assert (repo.manifest_root(version.id).folders is not None) == summarised
+    folders = ["", *sorted(folders_of(files))]
+    for folder in folders:
+        expected = _listing_by_brute_force(sizes, folder)
+        for summarised, version in refs.items():
+            whole = list_folder(Repo(), version.ref, folder, limit=LIST_LIMIT_MAX)
+            assert _listed(whole["entries"]) == expected
+            assert whole["total"] == len(expected) == whole["folders"] + whole["files"]
+            assert whole["folders"] == sum(1 for e in expected if e[0] == "folder")
+            for offset, limit in windows:
+                window = list_folder(Repo(), version.ref, folder, offset=offset, limit=limit)
+                assert window["entries"] == whole["entries"][offset:offset + limit]
+                assert (window["offset"], window["limit"], window["total"]) == (offset, limit, whole["total"])
+        assert dvx.ls(refs[True].ref, folder) == dvx.ls(refs[False].ref, folder)
+    for path in sorted(files)[:3]:
+        for version in refs.values():
+            with pytest.raises(NotFoundError, match="is a file"):
+                list_folder(Repo(), version.ref, path)
+        assert dvx.ls(refs[True].ref, path) == dvx.ls(refs[False].ref, path)
+
+
+def test_list_folder_refuses_bad_windows_and_missing_folders():
+    """offset < 0 and limit outside 1..LIST_LIMIT_MAX are usage errors; a missing folder is NotFoundError
+    naming the version and the path; "/" is the top."""
+    source = Path("src")
+    materialise(source, {"a/b.txt": (b"x", False), "c.txt": (b"yy", False)})
+    ds = dvx.Dataset.create("w")
+    ds.add(source)
+    ref = ds.commit("w").version.ref
+    for offset, limit in ((-1, 10), (0, 0), (0, LIST_LIMIT_MAX + 1)):
+        with pytest.raises(UsageError):
+            list_folder(Repo(), ref, "", offset, limit)
+    with pytest.raises(NotFoundError, match=r"w@v1 has no folder 'nope/deeper'"):
+        list_folder(Repo(), ref, "nope/deeper")
+    with pytest.raises(NotFoundError, match=r"w@v1: 'c.txt' is a file"):
+        list_folder(Repo(), ref, "c.txt/")
+    with pytest.raises(UsageError):
+        list_folder(Repo(), ref, "../a")
+    top = list_folder(Repo(), ref, "/")
+    assert (top["folder"], top["total"], top["folders"], top["files"]) == ("", 2, 1, 1)
+    assert [e["name"] for e in top["entries"]] == ["a", "c.txt"]
+    assert top["entries"][0] == {"type": "folder", "name": "a", "path": "a/", "files": 1, "size": 1}
+    assert list_folder(Repo(), ref, "/a/")["entries"][0]["path"] == "a/b.txt"
+    assert list_folder(Repo(), ref, offset=5)["entries"] == []
+
+
+def test_windows_over_a_folder_with_files_around_its_subfolders(monkeypatch):
+    """Every window of a folder (and of the top) whose own files sort before, between and after its
+    subfolders, with pages of ~2 files: the files found reading pages from the front and from the back
+    are numbered right."""
+    monkeypatch.setattr(paged, "PAGE_SPLIT", 2)
+    files = {f"a/{name}": (b"x" * (i % 5), False) for i, name in enumerate(
+        [*(f"0{i:02d}" for i in range(9)), *(f"m/{i:02d}" for i in range(12)), *(f"n{i:02d}" for i in range(5)),
+         *(f"p/q/{i:02d}" for i in range(7)), *(f"z{i:02d}" for i in range(31))])}
+    files.update({f"{name}": (b"y", False) for name in ("0.txt", "b.txt", "zz0", "zz1", "zz2")})
+    files.update({f"m/{i}": (b"", False) for i in range(6)})
+    sizes = {path: len(content) for path, (content, _) in files.items()}
+    materialise(Path("src"), files)
+    ds = dvx.Dataset.create("around")
+    ds.add(Path("src"))
+    ref = ds.commit("around").version.ref
+    assert len(Repo().manifest_root(Repo().resolve(ref).manifest).pages) > 20
+    for folder in ("a", ""):
+        expected = _listing_by_brute_force(sizes, folder)
+        for limit in (1, 4, 17, len(expected)):
+            for offset in range(len(expected) + 1):
+                listing = list_folder(Repo(), ref, folder, offset=offset, limit=limit)
+                assert _listed(listing["entries"]) == expected[offset:offset + limit], (folder, offset, limit)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 from conftest import run_dvx_in_process
 
 import dvx
+from dvx.api.reading import list_folder
 from dvx.api.repo import Repo
 from dvx.manifests import manifest_key
 from dvx.manifests.paged import PAGE_MAX_FILES, page_key, split_pages
@@ -60,6 +62,10 @@ def env(versions, monkeypatch) -> dict:
 
 def page_reads(log: list[tuple[str, int]]) -> list[str]:
     return [key for key, _ in log if key.startswith("pages/")]
+
+
+def manifest_reads(log: list[tuple[str, int]]) -> int:
+    return sum(1 for key, _ in log if key.startswith("manifests/"))
 
 
 def test_pages_are_cut_by_path_so_a_few_changes_touch_few_pages(env):
@@ -179,3 +185,88 @@ def test_reusing_a_parents_pages_gives_the_same_manifest_as_building_every_page(
     assert reused.id == fresh.id
     assert [ref for ref, _ in reused.pages] == [ref for ref, _ in fresh.pages]
     assert sum(1 for _, data in reused.pages if data == b"") > len(reused.pages) // 2
+
+
+def test_the_root_listing_reads_only_the_root(env, store_reads):
+    """The top of a version lists its folders from the root's folder summary: one manifest object read and
+    no page, for list_folder and for `ls` alike, with the same rows as a listing of every file."""
+    listing = list_folder(Repo(), "big@v2")
+    assert (listing["total"], listing["folders"], listing["files"]) == (FOLDERS, FOLDERS, 0)
+    assert [e["name"] for e in listing["entries"]] == [f"folder{i:03d}" for i in range(FOLDERS)]
+    assert {e["files"] for e in listing["entries"]} == {FILES // FOLDERS}
+    assert manifest_reads(store_reads) == 1 and page_reads(store_reads) == []
+    print("\n[root listing reads]", [key for key, _ in store_reads])
+    store_reads.clear()
+    rows = dvx.ls("big@v2")
+    assert manifest_reads(store_reads) == 1 and page_reads(store_reads) == []
+    files = Repo().read_manifest(Repo().resolve("big@v2").manifest).files
+    expected = {}
+    for f in files:
+        row = expected.setdefault(f.path.split("/")[0], {"path": f.path.split("/")[0] + "/", "type": "folder",
+                                                           "size": 0, "files": 0})
+        row["size"] += f.size
+        row["files"] += 1
+    assert rows == [expected[k] for k in sorted(expected)]
+
+
+def test_a_window_of_a_folder_reads_at_most_two_pages(env, store_reads):
+    """A window of 50 of a 100-file folder reads the root and at most two pages, wherever it starts, also
+    in a folder that begins inside a page and ends in the next one (its files are found by position)."""
+    root = Repo().manifest_root(env["v2"].id)
+    straddling = next(f"folder{i:03d}" for i in range(FOLDERS)
+                      if len(root.pages_under(f"folder{i:03d}/")) == 2
+                      and root.pages[root.pages_under(f"folder{i:03d}/")[0]].first < f"folder{i:03d}/")
+    pages = {}
+    for folder in ("folder123", straddling):
+        every = sorted(f.path for f in dvx.files("big@v2") if f.path.startswith(folder + "/"))
+        for offset in (0, 25, 50, 75, 99):
+            store_reads.clear()
+            listing = list_folder(Repo(), "big@v2", folder, offset=offset, limit=50)
+            assert [e["path"] for e in listing["entries"]] == every[offset:offset + 50]
+            assert [e["name"] for e in listing["entries"]] == [p.split("/")[1] for p in every[offset:offset + 50]]
+            assert (listing["total"], listing["folders"], listing["files"]) == (len(every), 0, len(every))
+            assert manifest_reads(store_reads) == 1
+            assert len(page_reads(store_reads)) <= 2, (folder, offset, page_reads(store_reads))
+            pages[folder, offset] = len(page_reads(store_reads))
+        store_reads.clear()
+        assert list_folder(Repo(), "big@v2", folder, offset=len(every))["entries"] == []
+        assert page_reads(store_reads) == []
+    print("\n[folder windows of 50: pages read]", pages)
+
+
+def test_old_roots_without_a_summary_list_the_same(env, monkeypatch):
+    """A root without the folder summary (as written before it existed) lists the same entries, read
+    from every file under the folder."""
+    from dvx.manifests import paged
+
+    def without_summary(stored, manifest_id):
+        return msgspec.structs.replace(decode(stored, manifest_id), folders=None)
+
+    decode = paged.decode_root
+    expected = {(folder, offset): list_folder(Repo(), "big@v2", folder, offset=offset, limit=70)
+                for folder in ("", "folder007") for offset in (0, 60, 150)}
+    expected_ls = dvx.ls("big@v2"), dvx.ls("big@v2", "folder007")
+    monkeypatch.setattr("dvx.api.repo.decode_root", without_summary)
+    assert Repo().manifest_root(env["v2"].id).folders is None
+    for (folder, offset), listing in expected.items():
+        assert list_folder(Repo(), "big@v2", folder, offset=offset, limit=70) == listing
+    assert (dvx.ls("big@v2"), dvx.ls("big@v2", "folder007")) == expected_ls
+
+
+def test_a_summary_that_disagrees_with_the_pages_is_refused(env, monkeypatch):
+    """A root whose summary says a folder holds files directly that its pages do not hold is refused
+    once the pages are read (IntegrityError), not listed wrongly."""
+    from dvx.manifests import paged
+
+    def lying(stored, manifest_id):
+        root = decode(stored, manifest_id)
+        folders = [msgspec.structs.replace(f, files=f.files - 1) if f.path == "folder000" else f
+                   for f in root.folders]
+        return msgspec.structs.replace(root, folders=folders)
+
+    decode = paged.decode_root
+    monkeypatch.setattr("dvx.api.repo.decode_root", lying)
+    with pytest.raises(dvx.IntegrityError, match="folder summary that does not match its pages"):
+        list_folder(Repo(), "big@v2", "", offset=FOLDERS)
+    with pytest.raises(dvx.IntegrityError, match="folder summary that does not match its pages"):
+        dvx.ls("big@v2")

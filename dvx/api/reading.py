@@ -1,4 +1,4 @@
-"""Reading versions: get (cache or copy), open one file, ls, diff, log, show, list, tag."""
+"""Reading versions: get (cache or copy), open one file, ls, list_folder, diff, log, show, list, tag."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import io
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import cached_property
+from itertools import accumulate
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 import xxhash
 
@@ -31,6 +33,7 @@ from dvx.manifests import (
     select_files,
     validate_path,
 )
+from dvx.manifests.paged import FolderSummary, ManifestRoot, prefix_end
 from dvx.refs import VersionRecord, parse_ref
 
 LINK_MODES = ("copy", "hardlink", "symlink", "reflink")
@@ -342,12 +345,19 @@ def _find_file(resolved: Resolved, path: str, hops: int = 0) -> FileEntry:
 
 
 # -- browsing -------------------------------------------------------------------------------------
+LIST_LIMIT_MAX = 10_000  # entries list_folder returns at most per call
+_SCAN_BATCH_MAX = 16  # pages read at once while scanning a folder's pages for its files
+
+
 def ls(repo: Repo, ref: str, path: str = "", recursive: bool = False, kind: str = "dataset") -> list[dict]:
-    """Entries directly under `path` (folders with their file count and bytes), or all with `recursive`."""
+    """Entries directly under `path` (folders with their file count and bytes), or all with `recursive`.
+    With the root's folder summary, folder rows cost no page read."""
     resolved = resolve(repo, ref, kind)
     prefix = path.strip("/")
     if prefix:
         validate_path(prefix)
+    if not recursive and resolved.root.folders is not None:
+        return _ls_summarised(resolved, prefix)
     files = resolved.files_under(prefix)
     if prefix and any(f.path == prefix for f in files):
         return [_file_row(f) for f in files if f.path == prefix]
@@ -368,6 +378,220 @@ def ls(repo: Repo, ref: str, path: str = "", recursive: bool = False, kind: str 
         else:
             rows[head] = _file_row(entry)
     return [rows[k] for k in sorted(rows)]
+
+
+def _ls_summarised(resolved: Resolved, prefix: str) -> list[dict]:
+    """ls's rows (as the scan above makes them) from the folder summary and the pages that may hold the
+    folder's own files."""
+    if prefix and resolved.root.folder(prefix) is None:
+        entry = _entry_at(resolved, prefix)
+        if entry is None:
+            raise NotFoundError(f"{resolved.ref} has no file or folder {prefix!r}")
+        return [_file_row(entry)]
+    listing = _summarised_folder(resolved, prefix)
+    cut = len(prefix) + 1 if prefix else 0
+    rows = {f.path[cut:] + "/": {"path": f.path + "/", "type": "folder", "size": f.bytes, "files": f.files}
+            for f in listing.subfolders}
+    rows.update((entry.path[cut:], _file_row(entry)) for entry in listing.files(0, listing.file_count))
+    return [rows[k] for k in sorted(rows)]
+
+
+def list_folder(repo: Repo, ref: str, folder: str = "", offset: int = 0, limit: int = 200,
+                kind: str = "dataset") -> dict:
+    """One window of the entries directly inside `folder` ("" or "/": the top): its subfolders first, by
+    name, then its files, by path; entries offset..offset+limit-1 of them, with the counts a paged view
+    needs. With the root's folder summary the subfolders cost no page read and only the pages holding
+    the window's files are read; without one (older manifests, very many folders), every file under the
+    folder is read. A missing folder, or a path that is a file, raises NotFoundError."""
+    if offset < 0:
+        raise UsageError(f"offset must be 0 or more, not {offset}")
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise UsageError(f"limit must be between 1 and {LIST_LIMIT_MAX}, not {limit}")
+    resolved = resolve(repo, ref, kind)
+    folder = folder.strip("/")
+    if folder:
+        validate_path(folder)
+    if resolved.root.folders is not None:
+        if folder and resolved.root.folder(folder) is None:
+            _not_a_folder(resolved, folder)
+        listing = _summarised_folder(resolved, folder)
+    else:
+        listing = _scanned_folder(resolved, folder)
+    subfolders = listing.subfolders
+    entries = [{"type": "folder", "name": f.path.rpartition("/")[2], "path": f.path + "/", "files": f.files,
+                "size": f.bytes} for f in subfolders[offset:offset + limit]]
+    first_file = max(0, offset - len(subfolders))
+    last_file = min(listing.file_count, offset + limit - len(subfolders))
+    cut = len(folder) + 1 if folder else 0
+    for entry in listing.files(first_file, last_file) if first_file < last_file else ():
+        row = _file_row(entry)
+        row["name"] = entry.path[cut:]
+        entries.append(row)
+    return {"ref": resolved.ref, "folder": folder, "offset": offset, "limit": limit,
+            "total": len(subfolders) + listing.file_count, "folders": len(subfolders),
+            "files": listing.file_count, "entries": entries}
+
+
+class _Listing(NamedTuple):
+    """A folder's direct contents: its subfolders (with totals at any depth), how many files it holds
+    directly, and how to get files start..stop-1 of those, in path order."""
+
+    subfolders: list[FolderSummary]
+    file_count: int
+    files: Callable[[int, int], list[FileEntry]]
+
+
+def _summarised_folder(resolved: Resolved, folder: str) -> _Listing:
+    """The listing of an existing folder from the root's folder summary: no page read until files are asked."""
+    root = resolved.root
+    subfolders = root.subfolders(folder)
+    total = root.folder(folder).files if folder else root.file_count
+    count = total - sum(f.files for f in subfolders)  # >= 0: decode_root checked the summary
+    return _Listing(subfolders, count,
+                    lambda start, stop: _direct_files(resolved, folder, subfolders, count, start, stop))
+
+
+def _scanned_folder(resolved: Resolved, folder: str) -> _Listing:
+    """The listing of a folder from every file under it (manifests without a folder summary)."""
+    prefix = folder + "/" if folder else ""
+    under = resolved.files_under(prefix)
+    if folder and not under:
+        _not_a_folder(resolved, folder)
+    cut = len(prefix)
+    totals: dict[str, list[int]] = {}
+    direct: list[FileEntry] = []
+    for entry in under:
+        slash = entry.path.find("/", cut)
+        if slash < 0:
+            direct.append(entry)
+            continue
+        counts = totals.setdefault(entry.path[:slash], [0, 0])
+        counts[0] += 1
+        counts[1] += entry.size
+    subfolders = [FolderSummary(path=path, files=files, bytes=size) for path, (files, size) in sorted(totals.items())]
+    return _Listing(subfolders, len(direct), lambda start, stop: direct[start:stop])
+
+
+def _not_a_folder(resolved: Resolved, folder: str) -> NoReturn:
+    if _entry_at(resolved, folder) is not None:
+        raise NotFoundError(f"{resolved.ref}: {folder!r} is a file, not a folder")
+    raise NotFoundError(f"{resolved.ref} has no folder {folder!r}")
+
+
+def _entry_at(resolved: Resolved, path: str) -> FileEntry | None:
+    """The entry at exactly `path`, reading at most the one page that can hold it."""
+    root = resolved.root
+    if root.inline is not None or "manifest" in resolved.__dict__:
+        return next((f for f in resolved.files_under(path) if f.path == path), None)
+    pages = _read_pages(resolved, root.pages_in_range(path, path + "\x00"))
+    return next((f for page in pages for f in page if f.path == path), None)
+
+
+def _read_pages(resolved: Resolved, indices: Sequence[int]) -> list[list[FileEntry]]:
+    return resolved._checked(lambda: resolved.repo.pages(resolved.record.manifest, indices)) if indices else []
+
+
+def _direct_files(resolved: Resolved, folder: str, subfolders: list[FolderSummary], count: int, start: int,
+                  stop: int) -> list[FileEntry]:
+    """Files start..stop-1 (in path order) of the `count` that `folder` holds directly, read from the pages
+    that hold them: found by position when the folder has no subfolders (its files are then contiguous),
+    else by reading the pages that may hold them, from both ends, until the window is read. Checked
+    against the summary: a root whose summary disagrees with its pages is refused."""
+    stop = min(stop, count)
+    if start >= stop:
+        return []
+    prefix = folder + "/" if folder else ""
+    if subfolders:
+        found = _scan_direct_files(resolved, prefix, subfolders, count, start, stop)
+    else:
+        found = _files_by_position(resolved, prefix, start, stop)
+    cut = len(prefix)
+    if len(found) != stop - start or any(not f.path.startswith(prefix) or f.path.find("/", cut) >= 0 for f in found):
+        raise IntegrityError(f"{resolved.ref}: manifest {resolved.root.id} has a folder summary that does not "
+                             f"match its pages (at {folder or 'the top level'!r})")
+    return found
+
+
+def _files_by_position(resolved: Resolved, prefix: str, start: int, stop: int) -> list[FileEntry]:
+    """Files start..stop-1 of the contiguous run of paths starting with `prefix`: the page table's file
+    counts give the pages that hold them once the run's first position is known (reading the run's first
+    page when it begins before the prefix)."""
+    root = resolved.root
+    under = root.pages_under(prefix)
+    if not under:
+        return []
+    first = under[0]
+    starts = [0, *accumulate(p.files for p in root.pages)]  # position of each page's first file
+    known: dict[int, list[FileEntry]] = {}
+    before = 0  # files of page `first` that sort before the prefix
+    if root.pages[first].first < prefix:
+        known[first] = _read_pages(resolved, [first])[0]
+        before = bisect.bisect_left(known[first], prefix, key=lambda f: f.path)
+    low, high = starts[first] + before + start, starts[first] + before + stop
+    wanted = range(bisect.bisect_right(starts, low) - 1, min(len(root.pages), bisect.bisect_right(starts, high - 1)))
+    missing = [i for i in wanted if i not in known]
+    known.update(zip(missing, _read_pages(resolved, missing)))
+    files = [f for i in wanted for f in known[i]]
+    return files[low - starts[wanted[0]]:high - starts[wanted[0]]] if files else []
+
+
+def _scan_direct_files(resolved: Resolved, prefix: str, subfolders: list[FolderSummary], count: int, start: int,
+                       stop: int) -> list[FileEntry]:
+    """Files start..stop-1 of the `count` directly under `prefix`, reading the pages that may hold one
+    from both ends of the folder's page range (a few at a time, more as the scan goes on) until the
+    window lies in what was read: a file found in the first pages is numbered from the front, one in the
+    last pages from the back. A folder's own files often sort before or after its subfolders."""
+    candidates = _pages_with_direct_files(resolved.root, prefix, subfolders)
+    cut = len(prefix)
+
+    def direct(pages: list[list[FileEntry]]) -> list[FileEntry]:
+        return [f for page in pages for f in page if f.path.startswith(prefix) and f.path.find("/", cut) < 0]
+
+    head: list[FileEntry] = []  # the direct files of candidates[:front]
+    tail: list[list[FileEntry]] = []  # those of candidates[back:], last pages first
+    front, back, tail_count = 0, len(candidates), 0
+    batches = {True: 1, False: 1}
+    from_front = stop <= count - start  # start where less of the folder must be read
+    while front < back and max(len(head), start) < min(count - tail_count, stop):
+        size = batches[from_front]
+        if from_front:
+            head.extend(direct(_read_pages(resolved, candidates[front:min(back, front + size)])))
+            front = min(back, front + size)
+        else:
+            found = direct(_read_pages(resolved, candidates[max(front, back - size):back]))
+            tail.append(found)
+            tail_count += len(found)
+            back = max(front, back - size)
+        batches[from_front] = min(2 * size, _SCAN_BATCH_MAX)
+        from_front = not from_front
+    tail_files = [f for found in reversed(tail) for f in found]
+    if len(head) + len(tail_files) > count:
+        return []  # more files than the summary says: _direct_files refuses it
+    if front >= back:  # every candidate read
+        return (head + tail_files)[start:stop] if len(head) + len(tail_files) == count else []
+    first_of_tail = count - len(tail_files)  # the number of the first file in tail_files
+    out = []
+    for number in range(start, stop):
+        if number < len(head):
+            out.append(head[number])
+        elif 0 <= number - first_of_tail < len(tail_files):
+            out.append(tail_files[number - first_of_tail])
+    return out  # a summary at odds with the pages leaves it short: _direct_files refuses it
+
+
+def _pages_with_direct_files(root: ManifestRoot, prefix: str, subfolders: list[FolderSummary]) -> list[int]:
+    """Pages that may hold a path starting with `prefix` and having no further '/': those under the
+    prefix except the ones whose whole path range lies inside one subfolder."""
+    inner = sorted(f.path + "/" for f in subfolders)  # in this order, not the folders' ("a/b.c/" < "a/b/")
+    out = []
+    for index in root.pages_under(prefix):
+        low = root.pages[index].first
+        high = root.pages[index + 1].first if index + 1 < len(root.pages) else None
+        at = bisect.bisect_right(inner, low) - 1  # the subfolder whose range may hold `low`
+        if at >= 0 and high is not None and high <= prefix_end(inner[at]):
+            continue
+        out.append(index)
+    return out
 
 
 def _file_row(entry: FileEntry) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from functools import cached_property
 
@@ -148,6 +148,10 @@ class Repo:
             pages = read_pages(self.store.read, root, root.pages_under(prefix))
             return [f for page in pages for f in page if f.path.startswith(prefix)]
         return [f for f in manifest.files if f.path.startswith(prefix)]
+
+    def pages(self, manifest_id: str, indices: Iterable[int]) -> list[list[FileEntry]]:
+        """Pages `indices` of a format 3 manifest (in that order), each read and checked against its root."""
+        return read_pages(self.store.read, self.manifest_root(manifest_id), indices)
 
     def manifest_keys(self, manifest_id: str) -> set[str]:
         """Store keys of the manifest's own objects: its root and its pages."""
