@@ -11,6 +11,7 @@ Then `dvx ui --port 0` runs as a user starts it, and for each page this prints
   - the JSON request(s) the page makes, over HTTP: the first (a cold server) and the median of 5 more;
   - the whole page in headless Chromium (Debian's, driven by Playwright) from navigation until its table
     is drawn: the median of 5 loads. Skipped, and said so, when Playwright or /usr/bin/chromium is missing.
+    The lineage panel below a history is drawn by a request of its own after the table: JSON only.
 For scale, `dvx ls` of the same folder (a whole process) is timed in the same run. Target: < 1 s each.
 """
 
@@ -114,6 +115,12 @@ def main() -> None:
             (f"history page of {versions:,} versions (oldest 50)", f"/datasets/long?offset={max(0, versions - 50)}",
              [f"/api/history?kind=dataset&name=long&offset={max(0, versions - 50)}&limit=50"], "#versions tbody tr"),
             ("datasets list", "/datasets", ["/api/names?kind=dataset&q=&offset=0&limit=50"], "#names tbody tr"),
+            # Drawn after the history table, by a request of its own: JSON only.
+            (f"  its lineage panel (long@v{versions}, 3 hops each way)", None,
+             [f"/api/lineage?ref=long@v{versions}&depth=3"], None),
+            (f"diff page long@v{versions - 1} → long@v{versions}",
+             f"/diff?kind=dataset&a=long@v{versions - 1}&b=long@v{versions}",
+             [f"/api/diff?a=long@v{versions - 1}&b=long@v{versions}"], "#changes tbody tr"),
         ]
         # JSON first: the first request of each page meets data no request has read yet (cold).
         json_times = []
@@ -124,7 +131,7 @@ def main() -> None:
         browser_times = measure_in_browser(base, pages)
         print(f"\n  {'page':58} {'JSON cold':>10} {'JSON warm':>10} {'browser':>10}   target")
         for (what, *_), (cold, warm), shown in zip(pages, json_times, browser_times):
-            shown_text = f"{shown:.3f} s" if shown is not None else "skipped"
+            shown_text = f"{shown:.3f} s" if shown is not None else "—"
             print(f"  {what:58} {cold:>8.3f} s {warm:>8.3f} s {shown_text:>10}   < 1 s", flush=True)
         started = time.perf_counter()
         run_command([dvx.path, "ls", "big@v1"], env=env)
@@ -155,6 +162,9 @@ def measure_in_browser(base: str, pages: list) -> list[float | None]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         for _, url, _, ready in pages:
+            if url is None:
+                times.append(None)
+                continue
             runs = []
             for _ in range(RUNS):
                 page.goto("about:blank")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,7 @@ from conftest import dvx_executable
 import dvx
 from dvx.api import browse
 from dvx.api.repo import Repo
+from dvx.errors import UsageError
 from dvx.refs import parse_ref
 from dvx.ui import serve
 
@@ -381,3 +383,10 @@ def test_a_damaged_chunk_ends_the_download_instead_of_sending_wrong_bytes(tmp_pa
     with pytest.raises(http.client.IncompleteRead) as cut:
         response.read()
     assert len(cut.value.partial) < entry.size
+
+
+def test_without_the_ui_extra_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.delitem(sys.modules, "dvx.ui.server", raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if `pip install dvx` without [ui]
+    with pytest.raises(UsageError, match=r'needs the ui extra \(uvicorn is missing\): pip install "dvx\[ui\]"'):
+        serve(port=0, background=True)

@@ -16,6 +16,7 @@ from importlib.metadata import version as package_version
 from importlib.resources import files
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -245,8 +246,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8765, open_br
           background: bool = False, on_ready: Callable[[UiServer], None] | None = None) -> UiServer:
     """Start the UI on host:port (port 0: any free port). Off 127.0.0.1 a token is made and required.
     Blocks until interrupted unless `background` (then it returns the running server)."""
-    import uvicorn
-
     local = host in LOCAL_HOSTS
     token = None if local else secrets.token_urlsafe(24)
     allowed = ["127.0.0.1", "localhost", "[::1]"] if local else None
