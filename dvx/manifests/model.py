@@ -115,6 +115,9 @@ class _WireManifestV1(_WireManifestBase, kw_only=True):
     files: list[_WireFileV1]
 
 
+WHOLE_MANIFEST_TYPES = {1: _WireManifestV1, 2: _WireManifest}  # format_version → wire type, files inline
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     kind: str
     name: str
@@ -390,27 +393,44 @@ def decode_manifest(stored: bytes, manifest_id: str) -> Manifest:
     data = _decompress_manifest(stored, manifest_id)
     if xxhash.xxh3_128_hexdigest(data) != manifest_id:
         raise IntegrityError(f"manifest {manifest_id} is damaged (content does not match its id)")
+    version, wire = decode_document(data, manifest_id, WHOLE_MANIFEST_TYPES)
+    return whole_manifest(wire, version, manifest_id)
+
+
+def decode_document(data: bytes, manifest_id: str, wire_types: dict[int, type]) -> tuple[int, Any]:
+    """(format_version, document) of a manifest document whose id is checked, decoded with the wire type
+    its format_version names in `wire_types`; its kind and parent ids checked."""
     try:
         version = msgspec.json.decode(data, type=_Header).format_version
-        if version not in READABLE_VERSIONS:
+        if version not in wire_types:
             raise IntegrityError(f"manifest {manifest_id} has format_version {version}; upgrade dvx to read it")
-        wire = msgspec.json.decode(data, type=_WireManifest if version == 2 else _WireManifestV1)
+        wire = msgspec.json.decode(data, type=wire_types[version])
     except msgspec.DecodeError as exc:
         raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
+    if wire.kind not in KINDS:
+        raise IntegrityError(f"manifest {manifest_id} has an unknown kind {_shown(wire.kind)}")
+    if not all(HEX32.fullmatch(p) for p in wire.parents):
+        raise IntegrityError(f"manifest {manifest_id} lists a parent id that is not 32 lowercase hex digits")
+    return version, wire
+
+
+def whole_manifest(wire: _WireManifestV1 | _WireManifest, version: int, manifest_id: str) -> Manifest:
+    """The Manifest of a decoded format 1-2 document (files inline), every file checked."""
     try:
-        if wire.kind not in KINDS:
-            raise _Malformed(f"has an unknown kind {_shown(wire.kind)}")
-        if not all(HEX32.fullmatch(p) for p in wire.parents):
-            raise _Malformed("lists a parent id that is not 32 lowercase hex digits")
         files = _files_from_wire(wire.files, wire.packs, version)
     except _Malformed as exc:
         raise IntegrityError(f"manifest {manifest_id} {exc}") from None
-    try:
-        validate_files(files)
-    except (UsageError, IntegrityError) as exc:  # a path or link rule: the stored document is at fault
-        raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
+    validate_stored_files(files, manifest_id)
     return Manifest(kind=wire.kind, name=wire.name, parents=wire.parents, created=wire.created,
                     author=wire.author, message=wire.message, metadata=wire.metadata, files=files)
+
+
+def validate_stored_files(files: list[FileEntry], manifest_id: str, each_checked: bool = False) -> None:
+    """validate_files for files read from the store: a broken rule is the stored document's fault."""
+    try:
+        validate_files(files, each_checked)
+    except (UsageError, IntegrityError) as exc:
+        raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
 
 
 def _files_from_wire(wire_files: list, packs: list[str], version: int) -> list[FileEntry]:

@@ -32,21 +32,20 @@ from dvx.manifests.model import (
     _MAX_OFFSET,
     HEX32,
     KINDS,
-    READABLE_VERSIONS,
+    WHOLE_MANIFEST_TYPES,
     FileEntry,
     HeaderFields,
     Manifest,
     _decompress_manifest,
-    _files_from_wire,
-    _Header,
     _Malformed,
     _shown,
-    _WireManifest,
-    _WireManifestV1,
     compress_manifest,
+    decode_document,
     validate_files,
     validate_link,
     validate_path,
+    validate_stored_files,
+    whole_manifest,
 )
 
 ROOT_FORMAT_VERSION = 3
@@ -325,33 +324,21 @@ def decode_root(stored: bytes, manifest_id: str) -> ManifestRoot:
     data = _decompress_manifest(stored, manifest_id)
     if xxhash.xxh3_128_hexdigest(data) != manifest_id:
         raise IntegrityError(f"manifest {manifest_id} is damaged (content does not match its id)")
+    version, wire = decode_document(data, manifest_id, {**WHOLE_MANIFEST_TYPES, ROOT_FORMAT_VERSION: _WireRoot})
+    header = {"id": manifest_id, "kind": wire.kind, "name": wire.name, "parents": wire.parents,
+              "created": wire.created, "author": wire.author, "message": wire.message, "metadata": wire.metadata}
+    if version in WHOLE_MANIFEST_TYPES:
+        files = whole_manifest(wire, version, manifest_id).files
+        return ManifestRoot(**header, file_count=len(files), total_size=sum(f.size for f in files), inline=files)
     try:
-        version = msgspec.json.decode(data, type=_Header).format_version
-        if version not in READABLE_VERSIONS and version != ROOT_FORMAT_VERSION:
-            raise IntegrityError(f"manifest {manifest_id} has format_version {version}; upgrade dvx to read it")
-        wire_type = {1: _WireManifestV1, 2: _WireManifest}.get(version, _WireRoot)
-        wire = msgspec.json.decode(data, type=wire_type)
-    except msgspec.DecodeError as exc:
-        raise IntegrityError(f"manifest {manifest_id} is unreadable ({exc})") from None
-    try:
-        if wire.kind not in KINDS:
-            raise _Malformed(f"has an unknown kind {_shown(wire.kind)}")
-        if not all(HEX32.fullmatch(p) for p in wire.parents):
-            raise _Malformed("lists a parent id that is not 32 lowercase hex digits")
-        header = {"id": manifest_id, "kind": wire.kind, "name": wire.name, "parents": wire.parents,
-                  "created": wire.created, "author": wire.author, "message": wire.message, "metadata": wire.metadata}
-        if version in READABLE_VERSIONS:
-            files = _files_from_wire(wire.files, wire.packs, version)
-            _validate(files, manifest_id)
-            return ManifestRoot(**header, file_count=len(files), total_size=sum(f.size for f in files), inline=files)
         _check_page_table(wire)
         if wire.folders is not None:
             _check_folders(wire.folders, wire.files, wire.bytes)
-        return ManifestRoot(**header, file_count=wire.files, total_size=wire.bytes, pages=wire.pages,
-                            chunk_count=wire.chunks, stored_size=wire.stored_bytes, pack_count=wire.packs,
-                            folders=wire.folders)
     except _Malformed as exc:
         raise IntegrityError(f"manifest {manifest_id} {exc}") from None
+    return ManifestRoot(**header, file_count=wire.files, total_size=wire.bytes, pages=wire.pages,
+                        chunk_count=wire.chunks, stored_size=wire.stored_bytes, pack_count=wire.packs,
+                        folders=wire.folders)
 
 
 def _check_page_table(wire: _WireRoot) -> None:
@@ -500,13 +487,6 @@ def _page_entries(wire: _WirePage) -> list[FileEntry]:
     return out
 
 
-def _validate(files: list[FileEntry], manifest_id: str, each_checked: bool = False) -> None:
-    try:
-        validate_files(files, each_checked)
-    except (UsageError, IntegrityError) as exc:  # a path or link rule: the stored document is at fault
-        raise IntegrityError(f"manifest {manifest_id} is invalid: {exc}") from None
-
-
 def read_pages(read: Callable[[str], bytes], root: ManifestRoot, indices: Iterable[int]) -> list[list[FileEntry]]:
     """Pages `indices` of `root` (in that order): fetched in parallel with `read(key)` (cloud stores
     answer each read in tens of ms), decoded here as they arrive (decoding holds the GIL anyway)."""
@@ -530,5 +510,5 @@ def all_files(read: Callable[[str], bytes], root: ManifestRoot) -> list[FileEntr
     if root.inline is not None:
         return root.inline
     files = [entry for page in read_pages(read, root, range(len(root.pages))) for entry in page]
-    _validate(files, root.id, each_checked=True)  # decode_page checked each path and link
+    validate_stored_files(files, root.id, each_checked=True)  # decode_page checked each path and link
     return files
