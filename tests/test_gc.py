@@ -355,7 +355,7 @@ def test_a_writer_waits_for_a_sweep_that_began_before_its_lease_then_checks(tmp_
     key = "packs/ab/ab" + "0" * 30 + ".pack"
     now = time.time()
     marker = f"{GC}/sweep-test.json"
-    store.put_create(marker, garbage._encode(SweepMarker(id="1" * 32, started=now - 1, until=now + 60,
+    store.put_create(marker, garbage.encode_document(SweepMarker(id="1" * 32, started=now - 1, until=now + 60,
                                                          keys=[key])))
     lease = Lease.new(store, purpose="test")
     lease.hold([key])
@@ -371,9 +371,9 @@ def test_a_writer_waits_for_a_sweep_that_began_before_its_lease_then_checks(tmp_
     # A sweep announced well after the lease, or one that ran out of time long ago, is no reason to wait.
     store.put_create(key, b"data")
     later = time.time() + CLOCK_MARGIN + 5
-    store.put_create(f"{GC}/sweep-later.json", garbage._encode(SweepMarker(id="2" * 32, started=later,
+    store.put_create(f"{GC}/sweep-later.json", garbage.encode_document(SweepMarker(id="2" * 32, started=later,
                                                                            until=later + 60, keys=[key])))
-    store.put_create(f"{GC}/sweep-dead.json", garbage._encode(SweepMarker(
+    store.put_create(f"{GC}/sweep-dead.json", garbage.encode_document(SweepMarker(
         id="3" * 32, started=now - 3 * CLOCK_MARGIN - 100, until=now - 2 * CLOCK_MARGIN, keys=[key])))
     assert lease.secure([key], check=[key]) == set()
     lease.release()

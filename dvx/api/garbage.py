@@ -127,16 +127,20 @@ class SweepMarker(msgspec.Struct, kw_only=True):
     keys: list[str] = []
 
 
-def _encode(document) -> bytes:
+def encode_document(document) -> bytes:
+    """A store document (lease, marker, record, shared-draft header) as canonical JSON."""
     return msgspec.json.encode(document, order="sorted")
 
 
-def _decode(data: bytes, kind, what: str):
+def decode_document(data: bytes, kind, what: str, version: int = FORMAT_VERSION,
+                    remedy: str | None = "remove it from the store"):
+    """A store document of type `kind`, checked to be readable and of format `version`; `what` names it
+    in errors, with `remedy` (if any) after a damaged one."""
     try:
         document = msgspec.json.decode(data, type=kind)
     except msgspec.DecodeError as exc:
-        raise IntegrityError(f"{what} is damaged ({exc}); remove it from the store") from None
-    if document.format_version != FORMAT_VERSION:
+        raise IntegrityError(f"{what} is damaged ({exc})" + (f"; {remedy}" if remedy else "")) from None
+    if document.format_version != version:
         raise IntegrityError(f"{what} has format_version {document.format_version}; upgrade dvx")
     return document
 
@@ -174,7 +178,7 @@ def _remove_dead_sweeps(store: Store) -> None:
         if not (name.startswith("sweep-") and name.endswith(".json")):
             continue
         try:
-            marker = _decode(store.read(f"{GC}/{name}"), SweepMarker, f"gc sweep marker {GC}/{name}")
+            marker = decode_document(store.read(f"{GC}/{name}"), SweepMarker, f"gc sweep marker {GC}/{name}")
         except NotFoundError:
             continue
         if _clock() > marker.until + CLOCK_MARGIN:
@@ -190,7 +194,7 @@ def read_sweeps(store: Store) -> list[SweepMarker]:
             data = store.read(f"{GC}/{name}")
         except NotFoundError:  # the sweep just ended
             continue
-        markers.append(_decode(data, SweepMarker, f"gc sweep marker {GC}/{name}"))
+        markers.append(decode_document(data, SweepMarker, f"gc sweep marker {GC}/{name}"))
     return markers
 
 
@@ -224,7 +228,7 @@ class Lease:
         floor: dict[str, float] = {}  # keys whose stored "since" must be raised after a slow write
         for _ in range(_CAS_ATTEMPTS):
             data, token = self.store.read_versioned(self.key)
-            current = _decode(data, LeaseRecord, f"lease {self.key}") if data is not None else None
+            current = decode_document(data, LeaseRecord, f"lease {self.key}") if data is not None else None
             before = _clock()
             lapsed = current is None or before - current.updated > LEASE_CONTINUITY
             previous = {} if lapsed else dict(current.keys)
@@ -234,7 +238,7 @@ class Lease:
             record = LeaseRecord(id=self.id, purpose=self.purpose, kind=self.kind, name=self.name, by=self.by,
                                  updated=before, keys=stored)
             try:
-                self.store.put_if(self.key, _encode(record), token)
+                self.store.put_if(self.key, encode_document(record), token)
             except PreconditionFailed:
                 continue
             after = _clock()
@@ -499,7 +503,7 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
         marker_id = uuid.uuid4().hex
         marker_key = f"{GC}/sweep-{_stamp(started)}-{marker_id[:8]}.json"
         swept = set(ripe_objects) | {index_key(i) for kind, i in map(_classify, ripe_objects) if kind == "pack"}
-        store.put_create(marker_key, _encode(SweepMarker(id=marker_id, by=by, started=started, until=deadline,
+        store.put_create(marker_key, encode_document(SweepMarker(id=marker_id, by=by, started=started, until=deadline,
                                                          records=sorted(ripe), keys=sorted(swept))))
     try:
         leased = _read_leases(store, t_now, lease_max_age, report)  # after the marker,
@@ -602,7 +606,7 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
         if not dry_run:
             record_id = uuid.uuid4().hex
             report.record = f"{GC}/condemned-{_stamp(t_now)}-{record_id[:8]}.json"
-            store.put_create(report.record, _encode(CondemnationRecord(
+            store.put_create(report.record, encode_document(CondemnationRecord(
                 id=record_id, by=by, condemned_at=t_now, deletable_after=t_now + grace, grace=grace,
                 objects=[Condemned(o.key, o.size, o.mtime) for o in report.condemned])))
     report.temporaries = [GcObject(i.key, i.size, i.mtime) for i in
@@ -647,7 +651,7 @@ def _read_records(store: Store) -> dict[str, CondemnationRecord]:
             data = store.read(key)
         except NotFoundError:  # another gc finished it
             continue
-        records[key] = _decode(data, CondemnationRecord, f"condemnation record {key}")
+        records[key] = decode_document(data, CondemnationRecord, f"condemnation record {key}")
     return records
 
 
@@ -661,7 +665,7 @@ def _read_leases(store: Store, now: float, max_age: float, report: GcReport) -> 
             data = store.read(f"{LEASES}/{name}")
         except NotFoundError:  # released meanwhile
             continue
-        lease = _decode(data, LeaseRecord, f"lease {LEASES}/{name}")
+        lease = decode_document(data, LeaseRecord, f"lease {LEASES}/{name}")
         if now - lease.updated > max_age:
             report.expired_leases += 1
             continue

@@ -38,7 +38,7 @@ from dvx.api.datasets import (
     with_default_name,
     write_version,
 )
-from dvx.api.garbage import LEASES, Lease, LeaseRecord
+from dvx.api.garbage import LEASES, Lease, LeaseRecord, decode_document, encode_document
 from dvx.api.model import AddResult, CommitResult
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
@@ -158,18 +158,8 @@ def _decode_part(part_id: str, stored: bytes) -> Part:
                 removed=[validate_path(p) for p in removed], files=manifest.files)
 
 
-def _encode(document) -> bytes:
-    return msgspec.json.encode(document, order="sorted")
-
-
 def _decode(data: bytes, kind, what: str):
-    try:
-        document = msgspec.json.decode(data, type=kind)
-    except msgspec.DecodeError as exc:
-        raise IntegrityError(f"{what} is damaged ({exc})") from None
-    if document.format_version != FORMAT_VERSION:
-        raise IntegrityError(f"{what} has format_version {document.format_version}; upgrade dvx")
-    return document
+    return decode_document(data, kind, what, FORMAT_VERSION, remedy=None)
 
 
 # -- the draft --------------------------------------------------------------------------------------------
@@ -214,7 +204,7 @@ class SharedDraft:
         header = DraftHeader(id=uuid.uuid4().hex, kind=kind, name=name, parents=[r.manifest for r in records],
                              parent_refs=[r.ref for r in records], message=message, created=now_iso(),
                              author=repo.settings.author)
-        repo.store.put_create(f"{DRAFTS}/{header.id}/draft.json", _encode(header))
+        repo.store.put_create(f"{DRAFTS}/{header.id}/draft.json", encode_document(header))
         return cls(repo, header)
 
     @classmethod
@@ -254,7 +244,7 @@ class SharedDraft:
         return _decode(data, CommitRecord, f"shared draft record {self._key('commit.json')}"), token
 
     def _write_record(self, record: CommitRecord, token: str | None) -> str:
-        return self.repo.store.put_if(self._key("commit.json"), _encode(record), token)
+        return self.repo.store.put_if(self._key("commit.json"), encode_document(record), token)
 
     def _ended(self, record: CommitRecord) -> str:
         """Why the draft takes no more parts (for error messages)."""
@@ -420,7 +410,7 @@ class SharedDraft:
             self._merge(self._base_files(), parts)
             self._check_tags(None, tags, force_tags)
             closing = CommitRecord(draft=self.id, state=CLOSING, by=self.repo.settings.author, started=time.time())
-            self.repo.store.put_create(self._key("commit.json"), _encode(closing))
+            self.repo.store.put_create(self._key("commit.json"), encode_document(closing))
         record, token = self._freeze()
         if record is None:
             raise ConflictError(f"shared draft {self.id} was reopened by a failed commit meanwhile; commit again")
