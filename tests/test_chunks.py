@@ -164,6 +164,34 @@ def test_many_files_round_trip_across_pack_boundaries(tmp_path: Path, files: lis
             assert read_back(cs, item.chunks) == data
 
 
+@HYPO
+@given(seeds=st.lists(st.integers(0, 2**32), min_size=2, max_size=6),
+       sizes=st.lists(st.integers(0, 400_000), min_size=6, max_size=6),
+       block=st.sampled_from([5000, 40_000, 150_000]),
+       pack_size=st.sampled_from([1, 64_000, 32 * MiB]))
+def test_files_larger_than_a_block_round_trip_through_reused_read_buffers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeds: list[int], sizes: list[int], block: int,
+        pack_size: int):
+    """Ingest reads large files into a small ring of buffers per worker and writes raw chunks straight
+    from them: with blocks far smaller than the files, every buffer is refilled many times while its
+    chunks wait to be written. Every file must still read back intact (random data is stored raw, so
+    a buffer refilled too early would show as a damaged chunk)."""
+    monkeypatch.setattr("dvx.chunks.chunker.BLOCK_SIZE", block)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
+        cs = make_chunk_store(Path(tmp) / "store", chunker=SMALL, pack_size=pack_size, jobs=2)
+        files = []
+        for i, seed in enumerate(seeds):
+            data = random_bytes(seed, sizes[i]) + compressible_bytes(seed, sizes[-1 - i] // 4)
+            path = Path(tmp) / f"f{i}"
+            path.write_bytes(data)
+            files.append((i, str(path), data))
+        items, _ = cs.ingest([(i, path) for i, path, _ in files])
+        fresh = ChunkStore.open(open_store(str(Path(tmp) / "store")))
+        for item, (_, _, data) in zip(items, files):
+            assert item.digest == xxhash.xxh3_128_hexdigest(data)
+            assert read_back(fresh, item.chunks) == data
+
+
 def test_ingesting_the_same_file_twice_stores_nothing_new(tmp_path: Path):
     """Dedup: the second ingest of identical content writes 0 bytes and no pack, in the same process and
     from a fresh ChunkStore reading the store's index."""

@@ -69,7 +69,7 @@ def spend(n):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-real = {name: getattr(os, name) for name in ("open", "write", "close", "mkdir", "link", "replace", "rename",
+real = {name: getattr(os, name) for name in ("open", "write", "writev", "close", "mkdir", "link", "replace", "rename",
                                                "symlink", "unlink")}
 real_io_open = io.open
 
@@ -88,6 +88,12 @@ def fake_write(fd, data):
     if FAULT == "enospc" and fd in fds:
         spend(len(data))
     return real["write"](fd, data)
+
+
+def fake_writev(fd, buffers):
+    if FAULT == "enospc" and fd in fds:
+        spend(sum(len(b) for b in buffers))
+    return real["writev"](fd, buffers)
 
 
 def fake_close(fd):
@@ -144,7 +150,7 @@ def fake_io_open(file, mode="r", *args, **kwargs):
     return real_io_open(file, mode, *args, **kwargs)
 
 
-os.open, os.write, os.close = fake_open, fake_write, fake_close
+os.open, os.write, os.writev, os.close = fake_open, fake_write, fake_writev, fake_close
 for name in ("mkdir", "link", "replace", "rename", "symlink", "unlink"):
     setattr(os, name, guard(name))
 io.open = builtins.open = fake_io_open

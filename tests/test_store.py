@@ -130,3 +130,28 @@ def test_local_create_only_has_one_winner_per_key_across_processes(tmp_path: Pat
     for writer, numbers in won.items():
         for n in numbers:
             assert store.read(f"versions/{n:04d}") == f"w{writer}".encode()
+
+
+def test_local_upload_survives_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Pieces are gathered into writev(2) calls; a call that writes only part of them (allowed for
+    regular files, e.g. near a quota) is resumed mid-piece, and the object holds every byte in order."""
+    import os
+
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, pieces):
+        calls.append(len(pieces))
+        first = bytes(memoryview(pieces[0])[:1000]) if len(pieces[0]) > 1000 else None
+        return real_writev(fd, [first] if first else pieces[:2])
+
+    monkeypatch.setattr("dvx.fs.local.os.writev", short_writev)
+    store = LocalStore(tmp_path / "store")
+    pieces = [bytes([i % 251]) * size for i, size in enumerate([5, 2500, 0, 1, 70_000, 3, 1 << 20, 999])]
+    upload = store.begin_upload()
+    for piece in pieces:
+        upload.write(memoryview(piece))
+    assert upload.tell() == sum(map(len, pieces))
+    assert upload.commit("packs/aa/x.pack")
+    assert store.read("packs/aa/x.pack") == b"".join(pieces)
+    assert len(calls) > 2  # two flushes (at 1 MiB and at commit), each resumed after short writes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -24,6 +24,44 @@ def _buffer(size: int):
     if hasattr(mmap, "MADV_HUGEPAGE"):  # 2 MiB pages: 512× fewer page faults while readinto fills it
         buffer.madvise(mmap.MADV_HUGEPAGE)
     return buffer
+
+
+class ReadBuffers:
+    """One thread's ring of block buffers, reused from block to block and file to file: a fresh 16 MiB
+    buffer per block cost more CPU than reading the data into it (the kernel zeroes every new page).
+
+    A chunk cut from a buffer stays valid until the ring comes back to that buffer. A caller that keeps
+    chunks longer (queued for writing) calls `hold(token)` while the buffer is in use; before refilling
+    it, the ring calls `wait_for(token)` for the last token held, which must return only when every
+    chunk held under that buffer's tokens is no longer needed (tokens are released in order)."""
+
+    def __init__(self, count: int = 1, wait_for: Callable[[object], None] | None = None) -> None:
+        self._buffers: list = [None] * count
+        self._holds: list[object] = [None] * count
+        self._next = 0
+        self._current: int | None = None
+        self._wait_for = wait_for
+
+    def take(self, size: int):
+        slot = self._next
+        self._next = (slot + 1) % len(self._buffers)
+        token, self._holds[slot] = self._holds[slot], None
+        if token is not None and self._wait_for is not None:
+            self._wait_for(token)
+        buffer = self._buffers[slot]
+        if buffer is None or len(buffer) < size:
+            self._buffers[slot] = None
+            buffer = self._buffers[slot] = _buffer(size)
+        self._current = slot
+        return buffer
+
+    def hold(self, token: object) -> None:
+        """Chunks just cut from the buffer in use stay needed until `token` is released."""
+        if self._current is not None:
+            self._holds[self._current] = token
+
+    def release_current(self) -> None:
+        self._current = None
 
 
 class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,12 +87,14 @@ class Chunker:
                             normalized_chunking=p.normalized_chunking, seed=p.seed)
 
     def split_buffer(self, data: bytes | memoryview) -> Iterator[memoryview]:
-        view = memoryview(data)
-        for chunk in self._cdc.cut_buf(view):
-            yield view[chunk.offset:chunk.offset + chunk.length]
+        for chunk in self._cdc.cut_buf(data):
+            yield chunk.data
 
-    def split_path(self, path: str, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
-        """Chunks of the file at `path`; a small file is read in one call (the common case)."""
+    def split_path(self, path: str, block_size: int | None = None,
+                   reuse: ReadBuffers | None = None) -> Iterator[memoryview]:
+        """Chunks of the file at `path`; a small file is read in one call (the common case). With
+        `reuse`, blocks of a large file are read into its buffers (see ReadBuffers)."""
+        block_size = block_size or BLOCK_SIZE
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
@@ -70,40 +110,49 @@ class Chunker:
                         yield from self.split_buffer(data)
                     return
             with os.fdopen(os.dup(fd), "rb", buffering=0) as file:
-                yield from self.split_file(file, block_size)
+                yield from self.split_file(file, block_size, reuse)
         finally:
             os.close(fd)
 
-    def split_file(self, file, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
+    def split_file(self, file, block_size: int | None = None,
+                   reuse: ReadBuffers | None = None) -> Iterator[memoryview]:
         """Chunks of an open binary file, identical to chunking it whole, holding ~one block in memory.
 
         FastCDC restarts its rolling hash at every cut, so re-cutting from the start of a block's last
         (possibly truncated) chunk gives the same boundaries as one pass over the whole file.
         """
+        block_size = block_size or BLOCK_SIZE
         remaining = os.fstat(file.fileno()).st_size
         tail = b""
-        while True:
-            # Size the buffer to what is left (+1 to notice a file that grew): small files cost
-            # small buffers, and views into them may stay alive in the hashing batches.
-            wanted = min(block_size, remaining + 1) if remaining > 0 else block_size
-            buffer = _buffer(len(tail) + wanted)
-            buffer[: len(tail)] = tail
-            filled = len(tail)
-            while filled < len(buffer):
-                read = file.readinto(memoryview(buffer)[filled:])
-                if not read:
-                    break
-                filled += read
-            at_end = filled < len(buffer)
-            remaining -= filled - len(tail)
-            view = memoryview(buffer)[:filled]
-            if not view:
-                return
-            cuts = list(self._cdc.cut_buf(view))
-            if not at_end:
-                last = cuts.pop()
-                tail = bytes(view[last.offset:])
-            for chunk in cuts:
-                yield view[chunk.offset:chunk.offset + chunk.length]
-            if at_end:
-                return
+        try:
+            while True:
+                # Size the buffer to what is left (+1 to notice a file that grew): small files cost
+                # small buffers, and views into them may stay alive in the hashing batches.
+                wanted = min(block_size, remaining + 1) if remaining > 0 else block_size
+                capacity = len(tail) + wanted
+                buffer = memoryview(reuse.take(capacity) if reuse else _buffer(capacity))[:capacity]
+                buffer[: len(tail)] = tail
+                filled = len(tail)
+                while filled < capacity:
+                    read = file.readinto(buffer[filled:])
+                    if not read:
+                        break
+                    filled += read
+                at_end = filled < capacity
+                remaining -= filled - len(tail)
+                if not filled:
+                    return
+                # One chunk behind the cutter: each chunk is handed on right after the cutter has read
+                # it, while it is still in the CPU's cache.
+                cuts = self._cdc.cut_buf(buffer[:filled])
+                previous = next(cuts)
+                for chunk in cuts:
+                    yield previous.data
+                    previous = chunk
+                if at_end:
+                    yield previous.data
+                    return
+                tail = bytes(previous.data)
+        finally:
+            if reuse:
+                reuse.release_current()

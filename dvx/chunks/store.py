@@ -18,7 +18,7 @@ import xxhash
 
 from dvx.chunks import codec
 from dvx.chunks.cache import ChunkCache
-from dvx.chunks.chunker import Chunker, ChunkerParams
+from dvx.chunks.chunker import Chunker, ChunkerParams, ReadBuffers
 from dvx.chunks.pack import (
     ENTRY,
     HEADER,
@@ -47,6 +47,8 @@ _QUEUE_BATCHES = 8
 _DONE = object()
 _PROBE_AFTER = 4
 _PROBE_EVERY = 16
+# Read buffers per ingest worker: chunks queued for writing keep theirs busy until written.
+_READ_BUFFERS = 3
 
 ProgressFn = Callable[[int], None]
 
@@ -125,6 +127,40 @@ class _Probe:
         self.run = self.run + 1 if codec_id == codec.RAW else 0
 
 
+class _Stopped(Exception):
+    """Another thread failed: this worker stops where it is."""
+
+
+class _Outbox:
+    """One ingest worker's new chunks on their way to the appending thread, sent in batches. A batch's
+    `done` is set once its payloads are written: raw payloads are views into the worker's read buffers,
+    which are refilled only after that (ReadBuffers.hold / wait_for)."""
+
+    def __init__(self, appends: queue.Queue, stop: threading.Event) -> None:
+        self._appends = appends
+        self._stop = stop
+        self.items: list[tuple[str, int, bytes | memoryview, int]] = []
+        self.done = threading.Event()
+
+    def add(self, item: tuple[str, int, bytes | memoryview, int]) -> None:
+        self.items.append(item)
+        if len(self.items) >= _BATCH_CHUNKS:
+            self.send()
+
+    def send(self) -> None:
+        if self.items:
+            self._appends.put((self.items, self.done))
+            self.items, self.done = [], threading.Event()
+
+    def wait_for(self, done: threading.Event) -> None:
+        """Until the batch whose `done` this is has been written (sending what is still here first)."""
+        if done is self.done:
+            self.send()
+        while not done.wait(0.05):
+            if self._stop.is_set():
+                raise _Stopped
+
+
 class PackWriter:
     """Appends new chunks to packs of ~pack_size and publishes each sealed pack (then its index
     segment) in the background, a few at a time, while the next pack fills."""
@@ -160,6 +196,11 @@ class PackWriter:
         if self._upload.tell() >= self._cs.config.pack_size:
             self.seal()
 
+    def flush(self) -> None:
+        """Write out every payload appended so far: the buffers they point into may then be reused."""
+        if self._upload is not None:
+            self._upload.flush()
+
     def seal(self) -> None:
         """Close the open pack and hand it to the publisher threads."""
         if self._upload is None:
@@ -167,6 +208,7 @@ class PackWriter:
         footer = encode_footer(self._entries)
         self._upload.write(footer)
         self._upload.write(TRAILER.pack(len(footer), TRAILER_MAGIC))
+        self._upload.flush()  # no payload view may outlive this thread's hold on it
         upload, entries = self._upload, self._entries
         with self._lock:
             self._in_flight |= self._unsealed
@@ -351,12 +393,13 @@ class ChunkStore:
             with take_lock:
                 return None if stop.is_set() else next(numbered, None)
 
-        def ingest_file(source: object, path: str, batch: list, probe: _Probe) -> tuple[object, int, str, list[str]]:
+        def ingest_file(source: object, path: str, outbox: _Outbox, probe: _Probe,
+                        read_buffers: ReadBuffers) -> tuple[object, int, str, list[str]]:
             hasher = xxhash.xxh3_128()
             size = 0
             ids: list[str] = []
             probe.start_file(path)
-            for view in chunker.split_path(path):
+            for view in chunker.split_path(path, reuse=read_buffers):
                 hasher.update(view)
                 size += len(view)
                 cid = xxhash.xxh3_128_hexdigest(view)
@@ -367,10 +410,9 @@ class ChunkStore:
                     else:
                         codec_id, payload = codec.RAW, view
                     probe.record(codec_id)
-                    batch.append((cid, codec_id, payload, len(view)))
-                    if len(batch) >= _BATCH_CHUNKS:
-                        appends.put(list(batch))
-                        batch.clear()
+                    if codec_id == codec.RAW:
+                        read_buffers.hold(outbox.done)
+                    outbox.add((cid, codec_id, payload, len(view)))
                 if progress:
                     progress(len(view))
             digest = hasher.hexdigest()
@@ -379,17 +421,17 @@ class ChunkStore:
             return source, size, digest, ids
 
         def worker() -> None:
-            batch: list = []
+            outbox = _Outbox(appends, stop)
             probe = _Probe()
+            read_buffers = ReadBuffers(_READ_BUFFERS, outbox.wait_for)
             try:
                 while (item := next_source()) is not None:
                     number, (source, path) = item
                     try:
-                        finished[number] = ingest_file(source, path, batch, probe)
+                        finished[number] = ingest_file(source, path, outbox, probe, read_buffers)
                     except OSError as exc:
                         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
-                if batch:
-                    appends.put(batch)
+                outbox.send()
                 appends.put(_DONE)
             except BaseException as exc:  # handed to the appending thread, which re-raises it
                 stop.set()
@@ -406,12 +448,17 @@ class ChunkStore:
                 if item is _DONE:
                     running -= 1
                 elif isinstance(item, BaseException):
-                    failure = failure or item
+                    if not isinstance(item, _Stopped):
+                        failure = failure or item
                     running -= 1
-                elif failure is None:
-                    for cid, codec_id, payload, raw_size in item:
-                        if cid not in index:
-                            writer.append(cid, codec_id, payload, raw_size)
+                else:
+                    items, done = item
+                    if failure is None:
+                        for cid, codec_id, payload, raw_size in items:
+                            if cid not in index:
+                                writer.append(cid, codec_id, payload, raw_size)
+                        writer.flush()
+                    done.set()
             if failure is not None:
                 raise failure
             writer.finish()
@@ -420,9 +467,11 @@ class ChunkStore:
             writer.abort()
             while any(t.is_alive() for t in threads):  # let workers blocked on a full queue finish
                 try:
-                    appends.get(timeout=0.05)
+                    item = appends.get(timeout=0.05)
                 except queue.Empty:
-                    pass
+                    continue
+                if isinstance(item, tuple):
+                    item[1].set()
             raise
         results = []
         for number in sorted(finished):

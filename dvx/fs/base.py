@@ -21,10 +21,14 @@ class ObjectInfo:
 
 
 class Upload(abc.ABC):
-    """A create-only object being written in pieces (packs are built this way)."""
+    """A create-only object being written in pieces (packs are built this way). A piece handed to
+    `write` may be kept and written later, so it must not change until commit or abort."""
 
     @abc.abstractmethod
     def write(self, data: bytes | memoryview) -> None: ...
+
+    def flush(self) -> None:
+        """Write out every piece handed to `write` so far; afterwards none of them is referenced."""
 
     @abc.abstractmethod
     def tell(self) -> int: ...
