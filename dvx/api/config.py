@@ -10,20 +10,12 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
-
 from dvx.errors import UsageError
 from dvx.fs import normalise_url
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 PROJECT_FILE = "dvx.toml"
 PROJECT_STATE_DIR = ".dvx"
@@ -85,6 +77,24 @@ def parse_size(text: str | int) -> int:
     return int(float(number) * base ** "_KMGT".index(unit.upper() or "_"))
 
 
+def _toml():
+    """tomllib (tomli before Python 3.11), loaded only when a project file is read."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover
+
+    return tomli  # pragma: no cover
+
+
+def _user_dir(kind: str) -> str:
+    """The user's data, state or cache folder for dvx (XDG on Linux); platformdirs loads only if asked."""
+    import platformdirs
+
+    return getattr(platformdirs, f"user_{kind}_dir")(APP)
+
+
 def find_project(start: Path) -> Path | None:
     for folder in (start, *start.parents):
         if (folder / PROJECT_FILE).is_file():
@@ -93,6 +103,7 @@ def find_project(start: Path) -> Path | None:
 
 
 def read_project_file(project_dir: Path) -> dict:
+    tomllib = _toml()
     path = project_dir / PROJECT_FILE
     try:
         project = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -137,6 +148,8 @@ def default_author() -> str:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = "unknown"
+    import socket
+
     return f"{user}@{socket.gethostname()}"
 
 
@@ -217,7 +230,7 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     elif project_store:
         url, source = _project_url(project_store, project_dir), f"{project_dir / PROJECT_FILE}"
     else:
-        data_dir = Path(env.get("DVX_DATA_DIR") or platformdirs.user_data_dir(APP))
+        data_dir = Path(env.get("DVX_DATA_DIR") or _user_dir("data"))
         url, source = str(data_dir / "store"), "embedded default store"
 
     if env.get("DVX_STATE_DIR"):
@@ -225,8 +238,8 @@ def load_settings(store: str | None = None, cwd: str | os.PathLike[str] | None =
     elif project_dir:
         state_dir = project_dir / PROJECT_STATE_DIR
     else:
-        state_dir = Path(platformdirs.user_state_dir(APP))
-    cache_dir = Path(env.get("DVX_CACHE_DIR") or platformdirs.user_cache_dir(APP))
+        state_dir = Path(_user_dir("state"))
+    cache_dir = Path(env.get("DVX_CACHE_DIR") or _user_dir("cache"))
     cache_cfg = project.get("cache", {}) if isinstance(project.get("cache"), dict) else {}
     cache_max = parse_size(env.get("DVX_CACHE_MAX_SIZE") or cache_cfg.get("max_size") or DEFAULT_CACHE_MAX)
     chunk_max = env.get("DVX_CHUNK_CACHE_MAX_SIZE") or cache_cfg.get("chunk_max_size")

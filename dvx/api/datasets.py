@@ -8,7 +8,6 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from itertools import chain, islice
 from pathlib import Path
@@ -686,6 +685,7 @@ def _put_all_created(repo: Repo, objects: dict[str, bytes]) -> None:
         for item in objects.items():
             put(item)
         return
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(16, len(objects)), thread_name_prefix="dvx-pages") as pool:
         list(pool.map(put, objects.items()))
 

@@ -29,7 +29,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -284,6 +283,7 @@ class Lease:
 def exist_all(store: Store, keys: list[str]) -> list[bool]:
     if len(keys) <= 4:
         return [store.exists(k) for k in keys]
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(16, len(keys)), thread_name_prefix="dvx-exists") as pool:
         return list(pool.map(store.exists, keys))
 
@@ -637,6 +637,7 @@ def _delete_all(store: Store, keys: list[str], deadline: float, jobs: int) -> li
 
     if len(keys) <= 4:
         return [k for k in map(one, keys) if k is not None]
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(jobs, len(keys)), thread_name_prefix="dvx-gc") as pool:
         return [k for k in pool.map(one, keys) if k is not None]
 
@@ -696,6 +697,7 @@ def _reachable(repo: Repo, jobs: int, report: GcReport) -> tuple[set[str], set[s
         except NotFoundError:
             return None
 
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="dvx-gc-refs") as pool:
         live = [r for r in pool.map(record_of, wanted) if isinstance(r, VersionRecord)]
         manifests = {r.manifest: r for r in live}

@@ -9,7 +9,6 @@ BRIEF §4: packs (each before its index segment), then manifests, then version r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
@@ -146,6 +145,7 @@ def _copy_data(source: Repo, dest: Repo, lease: Lease, keys: set[str], needed_pa
                     advance(1)
                     return moved
 
+                from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(workers) as pool:
                     for pack_id, moved in zip(todo, pool.map(one, todo)):
                         result.bytes_copied += moved
@@ -161,6 +161,7 @@ def _copy_data(source: Repo, dest: Repo, lease: Lease, keys: set[str], needed_pa
     result.packs_present = len(needed_packs) - len(copied)
 
     pages = sorted({k for mid in manifest_ids for k in source.manifest_keys(mid)} - {manifest_key(m) for m in manifest_ids})
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(workers) as pool:  # pages before the roots that list them
         list(pool.map(lambda key: dest.store.put_create(key, source.store.read(key)), pages))
     for mid in manifest_ids:

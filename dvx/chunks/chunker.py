@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import msgspec
 from pyfastcdc import FastCDC
 
-BLOCK_SIZE = 16 << 20
+BLOCK_SIZE = 4 << 20
 
 
 def _buffer(size: int):
     """A writable buffer of `size` bytes. Large ones are private anonymous mappings: the kernel supplies
-    zeroed pages while `readinto` fills them, outside the GIL, instead of Python zeroing 16 MiB under it.
+    zeroed pages while `readinto` fills them, outside the GIL, instead of Python zeroing them under it.
     (A shared mapping would be shmem-backed, and copying out of shmem pages into the page cache cost
     a third of all CPU time of a 1 GiB save.)"""
     if size < 1 << 20 or not hasattr(mmap, "MAP_PRIVATE"):
@@ -27,8 +27,8 @@ def _buffer(size: int):
 
 
 class ReadBuffers:
-    """One thread's ring of block buffers, reused from block to block and file to file: a fresh 16 MiB
-    buffer per block cost more CPU than reading the data into it (the kernel zeroes every new page).
+    """One thread's ring of block buffers, reused from block to block and file to file: a fresh buffer
+    per block cost more CPU than reading the data into it (the kernel zeroes every new page).
 
     A chunk cut from a buffer stays valid until the ring comes back to that buffer. A caller that keeps
     chunks longer (queued for writing) calls `hold(token)` while the buffer is in use; before refilling

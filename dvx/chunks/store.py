@@ -9,9 +9,9 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import msgspec
 import xxhash
@@ -35,6 +35,9 @@ from dvx.chunks.pack import (
 from dvx.errors import IntegrityError, NotFoundError, StoreError
 from dvx.fs import Store
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 CONFIG_KEY = "config.json"
 CONFIG_FORMAT_VERSION = 1
 DEFAULT_PACK_SIZE = 32 << 20
@@ -48,7 +51,7 @@ _DONE = object()
 _PROBE_AFTER = 4
 _PROBE_EVERY = 16
 # Read buffers per ingest worker: chunks queued for writing keep theirs busy until written.
-_READ_BUFFERS = 3
+_READ_BUFFERS = 4
 
 ProgressFn = Callable[[int], None]
 
@@ -173,6 +176,7 @@ class PackWriter:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(uploads)  # bounds memory: each pending pack is held whole
+        from concurrent.futures import ThreadPoolExecutor
         self._pool = ThreadPoolExecutor(uploads, thread_name_prefix="dvx-pack-upload")
         self._pending: list[Future] = []
         self.new_refs: dict[str, ChunkRef] = {}
@@ -505,6 +509,7 @@ class ChunkStore:
         if len(groups) <= 1 or self.jobs <= 1:
             yield from _verified(map(fetch, groups), put)
             return
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(min(self.jobs, len(groups)), thread_name_prefix="dvx-read") as pool:
             window: deque[Future] = deque()
             pending = iter(groups)

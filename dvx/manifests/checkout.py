@@ -7,7 +7,6 @@ import os
 import stat
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import xxhash
@@ -262,6 +261,7 @@ def checkout(
         for batch in batches:
             write_batch(batch)
     else:
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(chunk_store.jobs) as pool:
             for _ in pool.map(write_batch, batches):
                 pass

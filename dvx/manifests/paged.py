@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -501,6 +500,7 @@ def read_pages(read: Callable[[str], bytes], root: ManifestRoot, indices: Iterab
 
     if len(indices) <= 1:
         return [decode_page(fetch(i), root, i) for i in indices]
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(_PAGE_READ_JOBS, len(indices)), thread_name_prefix="dvx-pages") as pool:
         return [decode_page(stored, root, i) for i, stored in zip(indices, pool.map(fetch, indices))]
 

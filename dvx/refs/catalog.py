@@ -24,7 +24,6 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
@@ -114,6 +113,7 @@ class Catalog:
     def entries(self) -> dict[str, CatalogEntry]:
         """Every name with a live version → its entry: one request per shard (in parallel) and one
         listing of pending writes; shards that are missing or of an unknown format are rebuilt."""
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="dvx-catalog") as pool:
             pending = pool.submit(self._pending_markers)
             shards = list(pool.map(self._read_shard, range(SHARDS)))
@@ -286,6 +286,7 @@ class Catalog:
     def _compute_many(self, names: list[str]) -> list[CatalogEntry | None]:
         if len(names) <= 1:
             return [self._compute_entry(n) for n in names]
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="dvx-catalog") as pool:
             return list(pool.map(self._compute_entry, names))
 

@@ -15,7 +15,6 @@ keeps the derived name catalog (dvx/refs/catalog.py, under refs/catalog/) in ste
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -487,5 +486,6 @@ def _parallel(read: Callable[[Any], Any], items: list) -> list:
     (store requests wait on the network; a local store's reads release the GIL too)."""
     if len(items) < _SERIAL_BELOW:
         return [read(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(_PARALLEL_READS, len(items)), thread_name_prefix="dvx-refs") as pool:
         return list(pool.map(read, items))
