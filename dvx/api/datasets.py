@@ -635,13 +635,9 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
     garbage collection; a pack that is gone (collected after the draft's lease lapsed, or with a
     deleted parent) fails the commit with DataCollectedError naming the files to add again."""
     known_chunks = {c.id for f in base.values() for c in f.chunks}
-    new_bytes = 0
-    for f in manifest.files:
-        for c in f.chunks:
-            if c.id not in known_chunks:
-                known_chunks.add(c.id)
-                new_bytes += c.length
-    del known_chunks
+    new_chunks = {c.id: c.length for f in manifest.files for c in f.chunks if c.id not in known_chunks}
+    new_bytes = sum(new_chunks.values())
+    del known_chunks, new_chunks
     for f in manifest.files:  # entries taken from a parent were checked when it was read
         if base.get(f.path) is not f:
             validate_path(f.path)
@@ -658,7 +654,7 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
             pass
     reused = pages.keys() & parent_pages  # in the store while those parents live: not written again
     if lease is not None:
-        packs = {pack_key(c.pack) for f in manifest.files for c in f.chunks}
+        packs = {pack_key(pack) for pack in {c.pack for f in manifest.files for c in f.chunks}}
         lease.hold(packs | pages.keys() | {key})
         missing = lease.secure(packs | pages.keys() | {key}, check=packs | reused, covered=lambda: parent_pack_keys(
             repo, manifest.kind, parent_refs, manifest.parents))

@@ -172,8 +172,11 @@ class PackWriter:
         self._cs = chunk_store
         self._upload = None
         self._entries: list[tuple[str, int, int, int, int]] = []
-        self._unsealed: set[str] = set()
-        self._in_flight: set[str] = set()
+        self._pack_bytes = 0
+        self._pack_size = chunk_store.config.pack_size
+        # Every chunk appended, from the moment it is: only this thread adds to it, and a membership
+        # test from another thread needs no lock.
+        self._appended: set[str] = set()
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(uploads)  # bounds memory: each pending pack is held whole
         from concurrent.futures import ThreadPoolExecutor
@@ -184,20 +187,21 @@ class PackWriter:
         self.packs_written = 0
 
     def has(self, cid: str) -> bool:
-        with self._lock:
-            return cid in self._unsealed or cid in self._in_flight or cid in self.new_refs
+        """Whether the chunk is already in a pack of this writer (open, being published or published)."""
+        return cid in self._appended
 
     def append(self, cid: str, codec_id: int, payload, raw_size: int) -> None:
-        if self.has(cid):
+        if cid in self._appended:
             return
+        self._appended.add(cid)
         if self._upload is None:
             self._upload = self._cs.store.begin_upload()
-        offset = self._upload.tell()
+        offset = self._pack_bytes
         self._upload.write(payload)
         self._entries.append((cid, offset, len(payload), raw_size, codec_id))
-        self._unsealed.add(cid)
+        self._pack_bytes = offset + len(payload)
         self.stored_bytes += len(payload)
-        if self._upload.tell() >= self._cs.config.pack_size:
+        if self._pack_bytes >= self._pack_size:
             self.seal()
 
     def flush(self) -> None:
@@ -214,9 +218,7 @@ class PackWriter:
         self._upload.write(TRAILER.pack(len(footer), TRAILER_MAGIC))
         self._upload.flush()  # no payload view may outlive this thread's hold on it
         upload, entries = self._upload, self._entries
-        with self._lock:
-            self._in_flight |= self._unsealed
-        self._upload, self._entries, self._unsealed = None, [], set()
+        self._upload, self._entries, self._pack_bytes = None, [], 0
         self._slots.acquire()
         self._pending.append(self._pool.submit(self._publish, upload, footer, entries))
 
@@ -231,7 +233,6 @@ class PackWriter:
                     ref = ChunkRef(cid, pack_id, off, length, size, codec_id)
                     self.new_refs[cid] = ref
                     self._cs.remember(ref)
-                    self._in_flight.discard(cid)
                 self.packs_written += 1
         finally:
             self._slots.release()
@@ -457,10 +458,9 @@ class ChunkStore:
                     running -= 1
                 else:
                     items, done = item
-                    if failure is None:
+                    if failure is None:  # a chunk in the index when its worker looked is not here
                         for cid, codec_id, payload, raw_size in items:
-                            if cid not in index:
-                                writer.append(cid, codec_id, payload, raw_size)
+                            writer.append(cid, codec_id, payload, raw_size)
                         writer.flush()
                     done.set()
             if failure is not None:

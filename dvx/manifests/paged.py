@@ -249,30 +249,22 @@ def encode_page(files: Sequence[FileEntry]) -> tuple[str, bytes]:
     """(page id, canonical JSON) of one page: files and chunks in columns (one list per field, not one
     object per file: a million files decode several times faster), its own pack list, chunk offsets as
     deltas from the end of the previous chunk of the same pack (as in format 2)."""
-    packs = sorted({c.pack for f in files for c in f.chunks})
+    chunk_refs = [c for f in files for c in f.chunks]
+    packs = sorted({c.pack for c in chunk_refs})
     pack_index = {p: i for i, p in enumerate(packs)}
+    pack_numbers = [pack_index[c.pack] for c in chunk_refs]
+    lengths = [c.length for c in chunk_refs]
+    offsets = []
     ends = [0] * len(packs)
-    columns = _PageFiles(paths=[], sizes=[], digests="".join(f.digest for f in files), chunk_counts=[])
-    chunks = _PageChunks(ids="", packs=[], offsets=[], lengths=[], sizes=[], codecs=[])
-    ids = []
-    for number, f in enumerate(files):
-        columns.paths.append(f.path)
-        columns.sizes.append(f.size)
-        columns.chunk_counts.append(len(f.chunks))
-        if f.executable:
-            columns.executable.append(number)
-        if f.link is not None:
-            columns.links.append((number, f.link))
-        for c in f.chunks:
-            index = pack_index[c.pack]
-            ids.append(c.id)
-            chunks.packs.append(index)
-            chunks.offsets.append(c.offset - ends[index])
-            ends[index] = c.offset + c.length
-            chunks.lengths.append(c.length)
-            chunks.sizes.append(c.size)
-            chunks.codecs.append(c.codec)
-    chunks.ids = "".join(ids)
+    for number, offset, length in zip(pack_numbers, [c.offset for c in chunk_refs], lengths):
+        offsets.append(offset - ends[number])
+        ends[number] = offset + length
+    columns = _PageFiles(paths=[f.path for f in files], sizes=[f.size for f in files],
+                         digests="".join([f.digest for f in files]), chunk_counts=[len(f.chunks) for f in files],
+                         executable=[number for number, f in enumerate(files) if f.executable],
+                         links=[(number, f.link) for number, f in enumerate(files) if f.link is not None])
+    chunks = _PageChunks(ids="".join([c.id for c in chunk_refs]), packs=pack_numbers, offsets=offsets,
+                         lengths=lengths, sizes=[c.size for c in chunk_refs], codecs=[c.codec for c in chunk_refs])
     data = msgspec.json.encode(_WirePage(format_version=PAGE_FORMAT_VERSION, packs=packs, files=columns,
                                          chunks=chunks), order="sorted")
     return xxhash.xxh3_128_hexdigest(data), data
