@@ -647,3 +647,28 @@ def test_windows_over_a_folder_with_files_around_its_subfolders(monkeypatch):
             for offset in range(len(expected) + 1):
                 listing = list_folder(Repo(), ref, folder, offset=offset, limit=limit)
                 assert _listed(listing["entries"]) == expected[offset:offset + limit], (folder, offset, limit)
+
+
+@settings(max_examples=60, deadline=None)
+@given(folder_sizes=st.lists(st.integers(1, 700), min_size=1, max_size=12),
+       file_size=st.sampled_from([0, 4096, 300_000]))
+def test_checkout_tasks_cover_every_file_once_and_run_side_by_side_in_different_folders(
+        folder_sizes: list[int], file_size: int):
+    """Checkout's tasks: every file exactly once, each task within its file and byte bounds, and two
+    tasks that run at the same time (neighbours in the list) are in different folders whenever more
+    than one folder still has tasks left: one folder's creates are serialised by its lock."""
+    import importlib
+
+    co = importlib.import_module("dvx.manifests.checkout")  # the module (the package exports the function)
+
+    files = [FileEntry(path=f"d{d:02d}/f{i:04d}", size=file_size, digest="0" * 32, chunks=[])
+             for d, count in enumerate(folder_sizes) for i in range(count)]
+    batches = co._batches(files)
+    assert sorted(e.path for b in batches for e in b) == [f.path for f in files]
+    for batch in batches:
+        assert 1 <= len(batch) <= co._BATCH_FILES
+        assert sum(e.size for e in batch) < co._BATCH_BYTES + file_size
+    folder = [b[0].path.split("/")[0] for b in batches]
+    for at in range(len(batches) - 1):
+        if len(set(folder[at:])) > 1 and all(len(b) >= co._FOLDER_BATCH_FILES for b in batches[at:at + 2]):
+            assert folder[at] != folder[at + 1], (at, folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import threading
@@ -18,26 +19,37 @@ from dvx.manifests.model import FileEntry
 ProgressFn = Callable[[int], None]
 _BATCH_BYTES = 8 << 20
 _BATCH_FILES = 256
+_FOLDER_BATCH_FILES = 32
 _SMALL_FILE = 4 << 20
 # A full disk: a partial file is not worth keeping for a resume (it holds the space the user needs).
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _batches(files: list[FileEntry]) -> list[list[FileEntry]]:
-    """Neighbouring files grouped into tasks of a few MiB: one pool task per small file costs more
-    than writing it."""
-    batches: list[list[FileEntry]] = []
+    """Neighbouring files (sorted by path) grouped into tasks of a few MiB: one pool task per small file
+    costs more than writing it.
+
+    A task stops at a folder's end once it holds _FOLDER_BATCH_FILES files, and tasks are ordered round
+    robin over folders, so the tasks that run at the same time create files in different folders:
+    creating files in one folder is serialised by the folder's lock, and on ext4 the waiting thread
+    spins while the other searches the inode bitmap (slow after many recent deletions)."""
+    by_folder: dict[str, list[list[FileEntry]]] = {}
     current: list[FileEntry] = []
     size = 0
+    folder = ""
     for entry in files:
+        parent = entry.path.rpartition("/")[0]
+        if current and (size >= _BATCH_BYTES or len(current) >= _BATCH_FILES
+                        or (parent != folder and len(current) >= _FOLDER_BATCH_FILES)):
+            by_folder.setdefault(folder, []).append(current)
+            current, size = [], 0
+        if not current:
+            folder = parent
         current.append(entry)
         size += entry.size
-        if size >= _BATCH_BYTES or len(current) >= _BATCH_FILES:
-            batches.append(current)
-            current, size = [], 0
     if current:
-        batches.append(current)
-    return batches
+        by_folder.setdefault(folder, []).append(current)
+    return [batch for turn in itertools.zip_longest(*by_folder.values()) for batch in turn if batch is not None]
 
 
 def _umask() -> int:
