@@ -672,3 +672,38 @@ def test_checkout_tasks_cover_every_file_once_and_run_side_by_side_in_different_
     for at in range(len(batches) - 1):
         if len(set(folder[at:])) > 1 and all(len(b) >= co._FOLDER_BATCH_FILES for b in batches[at:at + 2]):
             assert folder[at] != folder[at + 1], (at, folder)
+
+
+def test_checkout_makes_every_folder_before_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Folders first, then files (as restic restores): on ext4 the new folders then spread over block
+    groups; made one by one between their files, 20,000 small files restored 2-3x slower here."""
+    src = tmp_path / "src"
+    for folder in ("b", "a/x", "a/y", "c"):
+        (src / folder).mkdir(parents=True)
+        for i in range(3):
+            (src / folder / f"f{i}.txt").write_text(f"{folder} {i}\n")
+    (src / "top.txt").write_text("top\n")
+    ds = dvx.Dataset.create("folders")
+    ds.add(src)
+    ds.commit("v1")
+    events: list[str] = []
+    real_open, real_mkdir = os.open, Path.mkdir
+
+    def spy_open(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and str(path).startswith(str(tmp_path / "out")):
+            events.append("file")
+        return real_open(path, flags, *args, **kwargs)
+
+    def spy_mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "out")):
+            events.append("folder")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(Path, "mkdir", spy_mkdir)
+    dvx.get("folders@v1", tmp_path / "out")
+    monkeypatch.undo()
+    assert events.count("file") == 13
+    assert "folder" not in events[events.index("file"):]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.txt")) == sorted(
+        p.relative_to(src).as_posix() for p in src.rglob("*.txt"))

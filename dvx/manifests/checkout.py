@@ -268,6 +268,10 @@ def checkout(
 
     regular = [f for f in files if f.link is None]
     regular.sort(key=lambda f: f.path)  # creating files folder by folder is far cheaper than scattered
+    # Every folder before any file (as restic does): ext4 then spreads the new folders, and with them
+    # their files, over its block groups, instead of packing them where the last folder's files went.
+    for folder in sorted({entry.path.rpartition("/")[0] for entry in regular}):
+        folders.ensure(root / folder)
     batches = _batches(regular)
     if len(batches) == 1 or chunk_store.jobs == 1:
         for batch in batches:
