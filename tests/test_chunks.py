@@ -293,6 +293,21 @@ def test_store_config_is_created_once_and_shared(tmp_path: Path):
     assert first.chunker == ChunkerParams() and first.hash == "xxh3-128"
 
 
+@pytest.mark.parametrize("chunker", [
+    {"algorithm": "rabin"}, {"avg_size": 0}, {"min_size": 1 << 30}, {"max_size": 100},
+    {"min_size": 70_000, "avg_size": 65_536}, {"normalized_chunking": 9}, {"seed": -1},
+])
+def test_a_store_config_with_chunker_settings_fastcdc_cannot_use_is_refused_on_open(tmp_path: Path, chunker: dict):
+    """Settings FastCDC would reject are named when the store is opened, not as a crash in the first add."""
+    store = open_store(str(tmp_path / "s"))
+    config = msgspec.to_builtins(load_config(store, create=True))
+    config["chunker"].update(chunker)
+    store.delete(CONFIG_KEY)
+    store.put_create(CONFIG_KEY, msgspec.json.encode(config))
+    with pytest.raises(IntegrityError, match="config.json"):
+        ChunkStore.open(open_store(str(tmp_path / "s")))
+
+
 # -- pack format ----------------------------------------------------------------------------------------
 
 entries_strategy = st.lists(

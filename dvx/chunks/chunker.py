@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgspec
-from pyfastcdc import FastCDC
 
 BLOCK_SIZE = 4 << 20
 
@@ -74,17 +74,36 @@ class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
     normalized_chunking: int = 1
     seed: int = 0
 
+    def problem(self) -> str | None:
+        """Why FastCDC 2020 (pyfastcdc) cannot cut with these settings, or None."""
+        if self.algorithm != "fastcdc-2020":
+            return f"unsupported chunker {self.algorithm}"
+        if not (64 <= self.min_size <= 1 << 20 and 256 <= self.avg_size <= 4 << 20
+                and 1024 <= self.max_size <= 16 << 20 and self.min_size <= self.avg_size <= self.max_size):
+            return (f"chunk sizes min {self.min_size}, avg {self.avg_size}, max {self.max_size} are out of "
+                    "FastCDC's bounds")
+        if not 0 <= self.normalized_chunking <= 3 or self.seed < 0:
+            return f"normalized_chunking {self.normalized_chunking} or seed {self.seed} is out of bounds"
+        return None
+
 
 @dataclass
 class Chunker:
     params: ChunkerParams
 
     def __post_init__(self) -> None:
+        problem = self.params.problem()
+        if problem:
+            raise ValueError(problem)
+
+    @functools.cached_property
+    def _cdc(self):
+        """The cutter, made on first use: commands that cut nothing don't load pyfastcdc."""
+        from pyfastcdc import FastCDC
+
         p = self.params
-        if p.algorithm != "fastcdc-2020":
-            raise ValueError(f"unsupported chunker {p.algorithm}")
-        self._cdc = FastCDC(p.avg_size, min_size=p.min_size, max_size=p.max_size,
-                            normalized_chunking=p.normalized_chunking, seed=p.seed)
+        return FastCDC(p.avg_size, min_size=p.min_size, max_size=p.max_size,
+                       normalized_chunking=p.normalized_chunking, seed=p.seed)
 
     def split_buffer(self, data: bytes | memoryview) -> Iterator[memoryview]:
         for chunk in self._cdc.cut_buf(data):

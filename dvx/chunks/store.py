@@ -93,6 +93,9 @@ def load_config(store: Store, create: bool) -> StoreConfig | None:
         raise IntegrityError(f"store {store.url}: unreadable config.json ({exc})") from None
     if config.format_version != CONFIG_FORMAT_VERSION:
         raise StoreError(f"store {store.url} has format_version {config.format_version}; upgrade dvx to use it")
+    problem = config.chunker.problem()
+    if problem:
+        raise IntegrityError(f"store {store.url}: config.json: {problem}")
     return config
 
 
@@ -458,7 +461,7 @@ class ChunkStore:
                     running -= 1
                 else:
                     items, done = item
-                    if failure is None:  # a chunk in the index when its worker looked is not here
+                    if failure is None:  # workers send only chunks the index lacked; append skips repeats
                         for cid, codec_id, payload, raw_size in items:
                             writer.append(cid, codec_id, payload, raw_size)
                         writer.flush()

@@ -9,7 +9,6 @@ HFS+) and 50 ms where timestamps have sub-second digits.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +53,8 @@ _chunks_decoder = msgspec.msgpack.Decoder(list[ChunkRef])
 
 class StatCache:
     def __init__(self, db_path: str | Path, store_id: str):
+        import sqlite3  # loaded by the commands that read files, not by every command
+
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(db_path), timeout=60, isolation_level=None)
         self._setup()
@@ -70,7 +71,7 @@ class StatCache:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
                 return
-            except sqlite3.OperationalError as exc:
+            except self._db.OperationalError as exc:
                 if "locked" not in str(exc) or waited > 60:
                     raise
                 time.sleep(delay)
