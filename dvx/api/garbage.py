@@ -281,7 +281,7 @@ class Lease:
 
 
 def exist_all(store: Store, keys: list[str]) -> list[bool]:
-    if len(keys) <= 4:
+    if len(keys) <= 4 or not store.latency_bound:
         return [store.exists(k) for k in keys]
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(min(16, len(keys)), thread_name_prefix="dvx-exists") as pool:

@@ -45,6 +45,9 @@ class Store(abc.ABC):
     """Backend-neutral object access. Implementations: local folder, in-memory, (later) clouds."""
 
     url: str
+    # Each request waits on a network round trip, so many small lookups are worth sending in parallel.
+    # In a local folder a lookup takes microseconds, and starting threads costs more than it saves.
+    latency_bound: bool = True
 
     @abc.abstractmethod
     def read(self, key: str) -> bytes:

@@ -122,6 +122,8 @@ class _LocalUpload(Upload):
 
 
 class LocalStore(Store):
+    latency_bound = False
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
