@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from gc import freeze as freeze_gc_objects
 from gc import set_threshold as set_gc_thresholds
 
 import click
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     # collector runs every 700 allocations and costs a third of reading such a manifest. dvx makes no
     # reference cycles in bulk, so collect young objects far less often in this short-lived process.
     set_gc_thresholds(50_000, 20, 100)
+    # Everything imported so far lives until exit: keep it out of every collection, including the one
+    # at interpreter shutdown (about 20 ms less per commit of 13,000 chunks here).
+    freeze_gc_objects()
     try:
         cli.main(args=args, prog_name="dvx", standalone_mode=False)
     except click.exceptions.Exit as exc:
