@@ -50,7 +50,7 @@ class ReadBuffers:
             self._wait_for(token)
         buffer = self._buffers[slot]
         if buffer is None or len(buffer) < size:
-            self._buffers[slot] = None
+            self._buffers[slot] = None  # let the smaller one go before the larger one is mapped
             buffer = self._buffers[slot] = _buffer(size)
         self._current = slot
         return buffer

@@ -88,7 +88,10 @@ class _LocalUpload(Upload):
                 if written:  # a short write ended inside this piece
                     pieces[0] = memoryview(pieces[0])[written:]
         except OSError as exc:
-            raise StoreError(f"cannot write to store {self._store.url}: {exc.strerror or exc}") from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> StoreError:
+        return StoreError(f"cannot write to store {self._store.url}: {exc.strerror or exc}")
 
     def tell(self) -> int:
         return self._size
@@ -96,12 +99,13 @@ class _LocalUpload(Upload):
     def commit(self, key: str) -> bool:
         try:
             self.flush()
-            os.fsync(self._fd)
-        except (OSError, StoreError) as exc:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._failed(exc) from exc
+        except StoreError:
             self.abort()
-            if isinstance(exc, StoreError):
-                raise
-            raise StoreError(f"cannot write to store {self._store.url}: {exc.strerror or exc}") from exc
+            raise
         self._close()
         try:
             return self._store._link_into_place(self._path, key)
