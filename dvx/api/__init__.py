@@ -15,7 +15,6 @@ from dvx.api.datasets import Dataset, Drafts
 from dvx.api.model import AddResult, CommitResult, FileInfo, Version
 from dvx.api.progress import ProgressFactory, no_progress
 from dvx.api.repo import Repo
-from dvx.api.transfer import TransferResult
 from dvx.manifests import Change, parse_part, select_files, summarise
 
 if TYPE_CHECKING:
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from dvx.api.integrity import VerifyReport
     from dvx.api.lineage_graph import LineageGraph
     from dvx.api.pinning import Pin
+    from dvx.api.transfer import TransferResult
     from dvx.api.workspace import PinStatus, PullResult
 
 # Loaded on first use, so that commands which don't need them (add, commit, get) start fast.
@@ -32,6 +32,7 @@ _LAZY = {
     "LineageEdge": "lineage_graph", "LineageGraph": "lineage_graph", "LineageNode": "lineage_graph",
     "FetchedModel": "models", "Model": "models", "ModelVersion": "models",
     "Pin": "pinning",
+    "TransferResult": "transfer",
     "SharedDraft": "shared_drafts",
     "DeleteResult": "garbage", "GcReport": "garbage",
     "PinStatus": "workspace", "PullResult": "workspace",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import threading
@@ -12,6 +13,26 @@ from contextlib import contextmanager
 import click
 
 PROGRESS_DELAY = 1.0
+PROGRESS_REFRESH = 0.1
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported when one is run (or listed, for --help): every dvx
+    process starts cold, so `dvx dataset add` should not pay for importing the model or gc commands.
+    `lazy` maps a command name to "module:attribute"."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, attribute = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
 
 class Options:
@@ -91,7 +112,7 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
     if not sys.stderr.isatty() or total <= 0:
         yield lambda n: None
         return
-    state: dict = {"done": 0, "bar": None, "task": None}
+    state: dict = {"done": 0, "bar": None, "task": None, "drawn": 0.0}
     lock = threading.Lock()
     start = time.monotonic()
 
@@ -117,12 +138,14 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
                 bar.start()
                 state["bar"], state["task"] = bar, bar.add_task(label, total=total)
                 bar.update(state["task"], completed=state["done"])
-            else:
+            elif (now := time.monotonic()) - state["drawn"] >= PROGRESS_REFRESH:  # callers report every chunk
+                state["drawn"] = now
                 state["bar"].update(state["task"], completed=state["done"])
 
     try:
         yield advance
     finally:
         if state["bar"] is not None:
+            state["bar"].update(state["task"], completed=state["done"])
             state["bar"].stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dvx.cli.common import common, emit, human_size, progress_bar, store_option, table
+from dvx.cli.common import LazyGroup, common, emit, human_size, progress_bar, store_option, table
 
 _STATUS_MARK = {"added": "A", "removed": "D", "modified": "M", "renamed": "R"}
 
@@ -48,7 +48,7 @@ def _shared(draft_id: str, name: str | None = None):
     return SharedDraft.open(draft_id, store=store_option())
 
 
-@click.group("dataset")
+@click.group("dataset", cls=LazyGroup, lazy={"delete": "dvx.cli.gc:dataset_delete"})
 def dataset_group() -> None:
     """Create, change, commit and inspect dataset versions."""
 
@@ -65,9 +65,11 @@ def dataset_group() -> None:
 @common
 def create(name: str, parents: tuple[str, ...], message: str, replace: bool, shared: bool) -> None:
     """Open a draft of the next version of NAME."""
-    from dvx.api import Dataset, SharedDraft
+    from dvx.api import Dataset
 
     if shared:
+        from dvx.api import SharedDraft
+
         if replace:
             from dvx.errors import UsageError
 

@@ -8,19 +8,25 @@ from gc import set_threshold as set_gc_thresholds
 
 import click
 
-from dvx.cli import commands
-from dvx.cli.check import check
-from dvx.cli.common import options
-from dvx.cli.dataset import dataset_group
-from dvx.cli.gc import dataset_delete, gc, model_delete
-from dvx.cli.lineage import lineage
-from dvx.cli.model import model_group
-from dvx.cli.project import pin, pull, status
-from dvx.cli.ui import ui
-from dvx.cli.verify import verify
+from dvx.cli.common import LazyGroup, options
+
+# Each command's module is imported only when that command runs (LazyGroup).
+COMMANDS = {
+    "dataset": "dvx.cli.dataset:dataset_group",
+    "model": "dvx.cli.model:model_group",
+    "gc": "dvx.cli.gc:gc",
+    "lineage": "dvx.cli.lineage:lineage",
+    "pin": "dvx.cli.project:pin",
+    "pull": "dvx.cli.project:pull",
+    "status": "dvx.cli.project:status",
+    "check": "dvx.cli.check:check",
+    "verify": "dvx.cli.verify:verify",
+    "ui": "dvx.cli.ui:ui",
+    **{name: f"dvx.cli.commands:{name}" for name in ("init", "store", "ls", "diff", "get", "tag", "push", "fetch")},
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", metavar="URL", help="Store to use (overrides DVX_STORE and dvx.toml).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
@@ -30,19 +36,6 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, debug: bool) -> No
     """dvx: version datasets and models like code."""
     opts = options(ctx)
     opts.store, opts.json, opts.debug = store, as_json, debug
-
-
-dataset_group.add_command(dataset_delete)
-model_group.add_command(model_delete)
-cli.add_command(dataset_group)
-cli.add_command(gc)
-cli.add_command(model_group)
-cli.add_command(lineage)
-for command in (pin, pull, status, check, verify, ui):
-    cli.add_command(command)
-for command in (commands.init, commands.store, commands.ls, commands.diff, commands.get, commands.tag,
-                commands.push, commands.fetch):
-    cli.add_command(command)
 
 
 # sysexits' EX_SOFTWARE: a bug, distinct from 1 ("a check found a problem") so CI can tell them apart.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dvx.cli.common import (
+    LazyGroup,
     common,
     emit,
     human_size,
@@ -30,7 +31,7 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-@click.group("model")
+@click.group("model", cls=LazyGroup, lazy={"delete": "dvx.cli.gc:model_delete"})
 def model_group() -> None:
     """Register model versions; move aliases; tag, annotate, list, show and get them."""
 
