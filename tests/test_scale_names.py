@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 import zstandard
 from conftest import write_tree
@@ -297,7 +298,8 @@ def test_model_rows_carry_every_field_of_a_dataset_version():
                            inputs=["ef" * 16], input_refs=["d@v1"], new_bytes=5)
     row = models.model_version(None, record, ["production"], models.VersionNotes(metrics={"acc": 1.0}))
     base = version_from_record(record, ["production"], "model")
-    assert {k: getattr(row, k) for k in base.__dataclass_fields__} == vars(base)
+    fields = msgspec.structs.asdict(base)
+    assert {k: getattr(row, k) for k in fields} == fields
 
 
 def test_pushed_versions_are_listed_in_the_destination(tmp_path: Path):

@@ -11,8 +11,9 @@ import getpass
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from dvx.errors import UsageError
 from dvx.fs import normalise_url
@@ -24,8 +25,7 @@ DEFAULT_CHUNK_CACHE_MAX = 4 << 30
 APP = "dvx"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     store_url: str
     store_source: str
     project_dir: Path | None
@@ -34,9 +34,9 @@ class Settings:
     cache_max_bytes: int
     jobs: int | None
     author: str
-    store_options: dict = field(default_factory=dict)
-    named_stores: dict = field(default_factory=dict)
-    project: dict = field(default_factory=dict)  # the parsed dvx.toml ({} outside a project)
+    store_options: dict = msgspec.field(default_factory=dict)
+    named_stores: dict = msgspec.field(default_factory=dict)
+    project: dict = msgspec.field(default_factory=dict)  # the parsed dvx.toml ({} outside a project)
     # The local chunk cache (<cache_dir>/chunks): its byte limit (0 = off), and whether `get` fills it.
     chunk_cache_max_bytes: int = DEFAULT_CHUNK_CACHE_MAX
     chunk_cache_on_get: bool = False

@@ -29,7 +29,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import msgspec
@@ -314,13 +313,12 @@ def parent_pack_keys(repo: Repo, kind: str, parent_refs: Iterable[str], parent_i
 
 
 # -- deleting versions -----------------------------------------------------------------------------------
-@dataclass
-class DeleteResult:
+class DeleteResult(msgspec.Struct):
     kind: str
-    deleted: list[str] = field(default_factory=list)  # NAME@vN
-    ids: list[str] = field(default_factory=list)
-    tags_deleted: list[str] = field(default_factory=list)  # NAME@TAG (aliases for models)
-    dependents: list[str] = field(default_factory=list)  # what still referred to them (only with force)
+    deleted: list[str] = msgspec.field(default_factory=list)  # NAME@vN
+    ids: list[str] = msgspec.field(default_factory=list)
+    tags_deleted: list[str] = msgspec.field(default_factory=list)  # NAME@TAG (aliases for models)
+    dependents: list[str] = msgspec.field(default_factory=list)  # what still referred to them (only with force)
     forced: bool = False
 
     def to_dict(self) -> dict:
@@ -404,8 +402,7 @@ def _dependents(repo: Repo, kind: str, targets: list[VersionRecord]) -> list[str
 
 
 # -- garbage collection ----------------------------------------------------------------------------------
-@dataclass
-class GcObject:
+class GcObject(msgspec.Struct):
     key: str
     size: int
     mtime: float
@@ -418,8 +415,7 @@ def _total(objects: list[GcObject]) -> int:
     return sum(o.size for o in objects)
 
 
-@dataclass
-class GcReport:
+class GcReport(msgspec.Struct):
     store: str
     dry_run: bool
     grace: float
@@ -427,17 +423,17 @@ class GcReport:
     versions: int = 0  # live versions seen
     reachable_manifests: int = 0
     reachable_packs: int = 0
-    condemned: list[GcObject] = field(default_factory=list)  # this run (dry run: would be)
+    condemned: list[GcObject] = msgspec.field(default_factory=list)  # this run (dry run: would be)
     record: str | None = None  # the condemnation record written
     deletable_after: float | None = None
-    deleted: list[GcObject] = field(default_factory=list)  # this run (dry run: would be)
-    temporaries: list[GcObject] = field(default_factory=list)  # interrupted local writes removed
-    kept_by_leases: list[GcObject] = field(default_factory=list)  # garbage but leased by a writer
-    pardoned: list[GcObject] = field(default_factory=list)  # condemned earlier, referenced again
-    pending: list[GcObject] = field(default_factory=list)  # condemned earlier, deletable later
+    deleted: list[GcObject] = msgspec.field(default_factory=list)  # this run (dry run: would be)
+    temporaries: list[GcObject] = msgspec.field(default_factory=list)  # interrupted local writes removed
+    kept_by_leases: list[GcObject] = msgspec.field(default_factory=list)  # garbage but leased by a writer
+    pardoned: list[GcObject] = msgspec.field(default_factory=list)  # condemned earlier, referenced again
+    pending: list[GcObject] = msgspec.field(default_factory=list)  # condemned earlier, deletable later
     next_deletable_after: float | None = None
     records_processed: int = 0
-    leases: list[dict] = field(default_factory=list)  # live leases: id, purpose, name, by, updated, keys
+    leases: list[dict] = msgspec.field(default_factory=list)  # live leases: id, purpose, name, by, updated, keys
     expired_leases: int = 0
     incomplete: bool = False  # the sweep hit its time limit; the next run continues
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import msgspec
 
 
-@dataclass
-class Version:
+class Version(msgspec.Struct):
     name: str
     version: int
     id: str
@@ -15,12 +14,12 @@ class Version:
     message: str
     files: int
     bytes: int
-    parents: list[str] = field(default_factory=list)
-    parent_ids: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
+    parents: list[str] = msgspec.field(default_factory=list)
+    parent_ids: list[str] = msgspec.field(default_factory=list)
+    tags: list[str] = msgspec.field(default_factory=list)
     kind: str = "dataset"
-    inputs: list[str] = field(default_factory=list)  # manifest ids of the datasets it was made from
-    input_refs: list[str] = field(default_factory=list)  # the same as NAME@vN
+    inputs: list[str] = msgspec.field(default_factory=list)  # manifest ids of the datasets it was made from
+    input_refs: list[str] = msgspec.field(default_factory=list)  # the same as NAME@vN
     new_bytes: int | None = None  # stored bytes its parents did not have (None: recorded before dvx kept it)
 
     @property
@@ -32,13 +31,12 @@ class Version:
         return self.id[:12]
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = msgspec.to_builtins(self)
         out["ref"] = self.ref
         return out
 
 
-@dataclass
-class FileInfo:
+class FileInfo(msgspec.Struct):
     path: str
     size: int
     digest: str
@@ -46,11 +44,10 @@ class FileInfo:
     link: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return msgspec.to_builtins(self)
 
 
-@dataclass
-class AddResult:
+class AddResult(msgspec.Struct):
     files: int = 0
     bytes: int = 0
     read_files: int = 0
@@ -60,11 +57,10 @@ class AddResult:
     packs: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return msgspec.to_builtins(self)
 
 
-@dataclass
-class CommitResult:
+class CommitResult(msgspec.Struct):
     version: Version
     created: bool
     stored_bytes: int = 0

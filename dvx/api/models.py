@@ -9,7 +9,6 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,14 @@ SORT_KEYS = ("version", "created", "bytes")
 _NO_NOTES = VersionNotes()
 
 
-@dataclass
 class ModelVersion(Version):
     """A model version with what the registry knows about it (`tags` are its aliases' names)."""
 
     kind: str = KIND
-    labels: list[str] = field(default_factory=list)  # free tags: `dvx model tag`
-    metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = msgspec.field(default_factory=list)  # free tags: `dvx model tag`
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     framework: str | None = None
 
     @property
@@ -54,8 +52,7 @@ class ModelVersion(Version):
         return self.tags
 
     def to_dict(self) -> dict:
-        # What Version.to_dict (dataclasses.asdict) gives, in the same order, at C speed: a listing of
-        # ten thousand models spends most of its time here otherwise.
+        # Version.to_dict's shape, renamed for models (aliases are the tags, free tags the labels).
         out = msgspec.to_builtins(self)
         out["ref"] = self.ref
         out["aliases"] = out.pop("tags")
@@ -63,8 +60,7 @@ class ModelVersion(Version):
         return out
 
 
-@dataclass
-class AliasHistory:
+class AliasHistory(msgspec.Struct):
     alias: str
     version: int | None  # None once deleted
     protected: bool
@@ -76,8 +72,7 @@ class AliasHistory:
                                                           "message")} for e in self.history]}
 
 
-@dataclass
-class FetchedModel:
+class FetchedModel(msgspec.Struct):
     """What `Model.get` returns: where the files are, and which version they are."""
 
     path: Path

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from functools import cached_property
 
+import msgspec
 import xxhash
 
 from dvx.api.config import Settings, load_settings
@@ -42,7 +42,7 @@ class Repo:
     def other(cls, settings: Settings, name_or_url: str) -> Repo:
         """A session with another store (a URL or a store named in dvx.toml), e.g. a push target."""
         url, options = settings.store_spec(name_or_url)
-        return cls(replace(settings, store_url=url, store_options=options, store_source=name_or_url))
+        return cls(msgspec.structs.replace(settings, store_url=url, store_options=options, store_source=name_or_url))
 
     @cached_property
     def store(self) -> Store:

@@ -6,7 +6,6 @@ import functools
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import msgspec
 
@@ -87,12 +86,12 @@ class ChunkerParams(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
 
-@dataclass
 class Chunker:
-    params: ChunkerParams
+    """Cuts buffers and files into content-defined chunks with the store's FastCDC parameters."""
 
-    def __post_init__(self) -> None:
-        problem = self.params.problem()
+    def __init__(self, params: ChunkerParams) -> None:
+        self.params = params
+        problem = params.problem()
         if problem:
             raise ValueError(problem)
 

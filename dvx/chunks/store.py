@@ -9,7 +9,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -99,8 +98,7 @@ def load_config(store: Store, create: bool) -> StoreConfig | None:
     return config
 
 
-@dataclass
-class IngestedFile:
+class IngestedFile(msgspec.Struct):
     """One file's content as stored: size, whole-content digest and its chunks in order."""
 
     source: object

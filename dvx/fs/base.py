@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from dvx.errors import NotFoundError, UsageError
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(msgspec.Struct, frozen=True):
     key: str
     size: int
     mtime: float

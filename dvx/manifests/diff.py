@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+
+import msgspec
 
 from dvx.manifests.model import EMPTY_DIGEST, FileEntry
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     kind: str  # added | removed | modified | renamed
     path: str
     old_path: str | None = None

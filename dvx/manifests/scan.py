@@ -6,7 +6,8 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+
+import msgspec
 
 from dvx.errors import ConflictError, NotFoundError, UsageError
 from dvx.manifests.model import check_link_chains, validate_link, validate_path
@@ -15,8 +16,7 @@ from dvx.manifests.model import check_link_chains, validate_link, validate_path
 ALWAYS_SKIPPED_DIRS = frozenset({".dvx", ".git"})
 
 
-@dataclass(slots=True)
-class ScannedFile:
+class ScannedFile(msgspec.Struct):
     path: str  # in the dataset
     local: str  # absolute local path
     size: int

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from dvx.errors import UsageError
 
@@ -51,8 +52,7 @@ def check_tag(tag: str) -> str:
     return tag
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(msgspec.Struct, frozen=True):
     name: str
     selector: str | None = None  # None = latest
 
