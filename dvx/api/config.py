@@ -148,9 +148,7 @@ def default_author() -> str:
         user = getpass.getuser()
     except Exception:  # no passwd entry in some containers
         user = "unknown"
-    import socket
-
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{os.uname().nodename}"  # what socket.gethostname() returns, without importing socket
 
 
 def _url_and_options(entry: dict) -> tuple[str, dict]:

@@ -71,11 +71,12 @@ SWEEP_LIMIT = 600.0
 TEMP_MIN_AGE = 3600.0
 
 _CAS_ATTEMPTS = 50
-_PACK_RE = re.compile(r"packs/([0-9a-f]{2})/([0-9a-f]{32})\.pack")
-_INDEX_RE = re.compile(r"index/([0-9a-f]{32})\.idx")
-_MANIFEST_RE = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst")
-_PAGE_RE = re.compile(r"pages/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+# Patterns, compiled by `re` on first use: writers import this module but only gc matches keys.
+_PACK_RE = r"packs/([0-9a-f]{2})/([0-9a-f]{32})\.pack"
+_INDEX_RE = r"index/([0-9a-f]{32})\.idx"
+_MANIFEST_RE = r"manifests/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst"
+_PAGE_RE = r"pages/([0-9a-f]{2})/([0-9a-f]{32})\.json\.zst"
+_DURATION_RE = r"(\d+(?:\.\d+)?)([smhdw])"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 # Writers' clock; tests may replace it. A gc run takes `now` as an argument instead.
@@ -159,8 +160,8 @@ def parse_duration(text: str | float | int) -> float:
         value = str(text).strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", value):
             seconds = float(value)
-        elif value and re.fullmatch(rf"(?:{_DURATION_RE.pattern})+", value):
-            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(value))
+        elif value and re.fullmatch(rf"(?:{_DURATION_RE})+", value):
+            seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(_DURATION_RE, value))
         else:
             raise UsageError(f"invalid duration {text!r}: write e.g. 24h, 30m, 7d, 1h30m or 0s")
     if seconds < 0:
@@ -611,13 +612,13 @@ def collect_garbage(repo: Repo, *, grace: float | str = DEFAULT_GRACE, dry_run: 
 
 
 def _classify(key: str) -> tuple[str | None, str]:
-    if (m := _PACK_RE.fullmatch(key)) and m.group(2).startswith(m.group(1)):
+    if (m := re.fullmatch(_PACK_RE, key)) and m.group(2).startswith(m.group(1)):
         return "pack", m.group(2)
-    if m := _INDEX_RE.fullmatch(key):
+    if m := re.fullmatch(_INDEX_RE, key):
         return "index", m.group(1)
-    if (m := _MANIFEST_RE.fullmatch(key)) and m.group(2).startswith(m.group(1)):
+    if (m := re.fullmatch(_MANIFEST_RE, key)) and m.group(2).startswith(m.group(1)):
         return "manifest", m.group(2)
-    if (m := _PAGE_RE.fullmatch(key)) and m.group(2).startswith(m.group(1)):
+    if (m := re.fullmatch(_PAGE_RE, key)) and m.group(2).startswith(m.group(1)):
         return "page", m.group(2)
     return None, ""
 

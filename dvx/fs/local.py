@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ _MAX_PIECES = 512  # below IOV_MAX (1024 on Linux)
 
 
 def _file_mode() -> int:
-    """Store objects are readable by whoever may read the store folder (mkstemp makes them 0600)."""
+    """Store objects are readable by whoever may read the store folder, writable only by their owner."""
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask & ~0o222 | 0o200
@@ -46,6 +45,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _new_temp_file(folder: Path, prefix: str) -> tuple[int, Path]:
+    """Create a new, empty file with a name nobody else uses (in store object mode), as tempfile.mkstemp
+    does; the tempfile module would pull shutil, bz2, lzma and random into every command's start."""
+    while True:
+        path = folder / f"{prefix}{os.urandom(8).hex()}"
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE), path
+        except FileExistsError:
+            continue
+
+
 def _token(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
@@ -58,10 +68,8 @@ class _LocalUpload(Upload):
     def __init__(self, store: LocalStore):
         self._store = store
         store._tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=store._tmp_dir, prefix="upload-")
-        os.fchmod(fd, _FILE_MODE)
+        fd, self._path = _new_temp_file(store._tmp_dir, "upload-")
         self._fd: int | None = fd
-        self._path = Path(name)
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._size = 0
@@ -154,20 +162,19 @@ class LocalStore(Store):
 
     def _write_tmp(self, data: bytes) -> Path:
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._tmp_dir, prefix="put-")
-        os.fchmod(fd, _FILE_MODE)
+        fd, path = _new_temp_file(self._tmp_dir, "put-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            Path(name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise StoreError(f"cannot write to store {self.url}: {exc.strerror or exc}") from exc
         except BaseException:
-            Path(name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
-        return Path(name)
+        return path
 
     def _fd(self, key: str) -> int:
         with self._handles_lock:
