@@ -209,12 +209,13 @@ def test_ingesting_the_same_file_twice_stores_nothing_new(tmp_path: Path):
 
 
 def test_repeated_content_inside_one_file_is_stored_once(tmp_path: Path):
-    """A file made of the same 1 MiB block four times stores roughly one block."""
+    """A file made of the same 1 MiB block eight times stores about one block, plus the chunks that
+    straddle each seam until the cut points fall back into step (two or three chunks per seam)."""
     cs = make_chunk_store(tmp_path / "store")
     block = random_bytes(2, MiB)
-    item, writer = ingest_bytes(cs, block * 4, tmp_path)
-    assert writer.stored_bytes < 1.5 * MiB
-    assert read_back(cs, item.chunks) == block * 4
+    item, writer = ingest_bytes(cs, block * 8, tmp_path)
+    assert writer.stored_bytes < 2 * MiB
+    assert read_back(cs, item.chunks) == block * 8
 
 
 def test_overwriting_1mib_in_a_16mib_file_stores_only_nearby_chunks(tmp_path: Path):
@@ -232,6 +233,24 @@ def test_overwriting_1mib_in_a_16mib_file_stores_only_nearby_chunks(tmp_path: Pa
     assert MiB <= new_raw <= MiB + 2 * max_chunk
     assert writer.stored_bytes <= MiB + 2 * max_chunk
     assert len(new) <= MiB // ChunkerParams().min_size
+    assert read_back(cs, second.chunks) == bytes(data)
+
+
+def test_inserting_and_deleting_bytes_in_20_places_restores_only_the_chunks_around_them(tmp_path: Path):
+    """Edits that shift the rest of the file (inserted or deleted rows) cost the chunks they touch and
+    the next one or two, until the cut points are back in step: about 90 KiB per edit on average over
+    six such files with the default parameters (about 105 KiB with level 1 and a 16 KiB minimum)."""
+    cs = make_chunk_store(tmp_path / "store")
+    rng = random.Random(5)
+    data = bytearray(rng.randbytes(16 * MiB))
+    first, _ = ingest_bytes(cs, bytes(data), tmp_path, "v1")
+    for pos in sorted(rng.sample(range(len(data)), 20), reverse=True):
+        if rng.random() < 0.5:
+            data[pos:pos] = rng.randbytes(rng.randint(1, 5000))
+        else:
+            del data[pos:pos + rng.randint(1, 5000)]
+    second, writer = ingest_bytes(cs, bytes(data), tmp_path, "v2")
+    assert writer.stored_bytes <= 20 * 3 * ChunkerParams().avg_size
     assert read_back(cs, second.chunks) == bytes(data)
 
 
