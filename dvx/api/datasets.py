@@ -550,7 +550,7 @@ def store_scanned(repo: Repo, scanned: list[ScannedFile], known: dict[str, FileE
         entries.update(got)
         if lease is None:
             break
-        keys = {pack_key(c.pack) for e in got.values() for c in e.chunks} - covered
+        keys = {pack_key(pack) for pack in {c.pack for e in got.values() for c in e.chunks}} - covered
         lease.hold(keys)
         missing = lease.secure(keys, check=keys)
         if not missing:
