@@ -4,6 +4,7 @@ every reading command, exit codes and the one-line error format."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -348,3 +349,38 @@ def test_empty_store_listing_is_friendly():
     """On a store with nothing in it, `dataset list` explains how to start and --json gives []."""
     assert "dvx dataset create" in run_dvx("dataset", "list").stdout
     assert dvx_json("dataset", "list") == []
+
+
+def test_every_command_resolves_and_a_dataset_command_loads_only_its_own_code(tmp_path: Path):
+    """Commands are imported when run (a cold start is paid by every command): `dvx dataset create`
+    must not import the model, gc, lineage, UI or transfer code, and every listed command must load."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+import click
+from dvx.cli.main import cli, main
+try:
+    main(["dataset", "create", "probe", "-m", "x"])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+loaded = sorted(m for m in ("dvx.cli.model", "dvx.cli.gc", "dvx.cli.lineage", "dvx.cli.ui", "dvx.ui",
+                            "dvx.api.transfer", "dvx.api.models", "dvx.api.shared_drafts", "tempfile",
+                            "socket") if m in sys.modules)
+print("loaded:", loaded)
+ctx = click.Context(cli)
+for name in cli.list_commands(ctx):
+    command = cli.get_command(ctx, name)
+    assert command is not None and command.name == name, name
+    if isinstance(command, click.Group):
+        for sub in command.list_commands(ctx):
+            assert command.get_command(ctx, sub) is not None, (name, sub)
+print("commands:", len(cli.list_commands(ctx)))
+"""
+    env = {**os.environ, "DVX_STORE": str(tmp_path / "store"), "DVX_STATE_DIR": str(tmp_path / "state"),
+           "DVX_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "loaded: []" in out.stdout
+    assert "commands: 18" in out.stdout
