@@ -3,6 +3,7 @@ store's ingest (dedup, packs) and verified reads."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import tempfile
 import uuid
@@ -279,6 +280,25 @@ def test_compressibility_is_judged_afresh_for_each_file(tmp_path: Path):
     assert {r.codec for r in noise.chunks} == {codec.RAW}
     assert {r.codec for r in prose.chunks} == {codec.ZSTD}
     assert read_back(cs, prose.chunks) == text
+
+
+def test_compressible_data_after_a_long_incompressible_run_in_one_file_is_compressed_again(tmp_path: Path):
+    """Inside one file (a tar of JPEGs then CSVs), a run of incompressible chunks makes dvx try only every
+    16th chunk, and only that chunk's start first: once the data turns compressible, the chunks after
+    the next try are zstd again, and at most that stretch (16 chunks) stays raw."""
+    cs = make_chunk_store(tmp_path / "store")
+    text = b"".join(b"row %d,%d,a fairly regular csv line\n" % (i, i * 7) for i in range(150_000))
+    data = random_bytes(13, 8 * MiB) + text
+    (tmp_path / "mixed.tar").write_bytes(data)
+    (item,), _ = cs.ingest([("m", str(tmp_path / "mixed.tar"))])
+    boundary = 8 * MiB
+    starts = list(itertools.accumulate([0] + [r.size for r in item.chunks]))
+    tail = [r for r, start in zip(item.chunks, starts) if start >= boundary]
+    raw_tail = [r for r in tail if r.codec == codec.RAW]
+    assert len(tail) > 40 and tail[-1].codec == codec.ZSTD
+    assert len(raw_tail) <= 16
+    assert all(r.codec == codec.ZSTD for r in tail[tail.index(raw_tail[-1]) + 1:]) if raw_tail else True
+    assert read_back(cs, item.chunks) == data
 
 
 def test_packs_are_sealed_at_pack_size(tmp_path: Path):

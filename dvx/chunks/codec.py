@@ -49,6 +49,11 @@ def encode(data: bytes | memoryview, level: int) -> tuple[int, bytes | memoryvie
     return RAW, data
 
 
+def compresses(data: bytes | memoryview, level: int) -> bool:
+    """Whether zstd would store `data` (a sample of a chunk) rather than keep it raw."""
+    return encode(data, level)[0] == ZSTD
+
+
 def decode(codec: int, payload: bytes, raw_size: int) -> bytes:
     """Inverse of `encode`, refusing to produce more than `raw_size` bytes (a hostile frame can't balloon)."""
     if not 0 <= raw_size <= MAX_CHUNK_SIZE:

@@ -49,6 +49,7 @@ _QUEUE_BATCHES = 8
 _DONE = object()
 _PROBE_AFTER = 4
 _PROBE_EVERY = 16
+_PROBE_SAMPLE = 8 << 10  # bytes of a chunk zstd tries first, during a run of incompressible ones
 # Read buffers per ingest worker: chunks queued for writing keep theirs busy until written.
 _READ_BUFFERS = 4
 
@@ -111,8 +112,8 @@ class _Probe:
     """Whether compressing the next chunk is worth a try.
 
     After a run of chunks zstd could not shrink (media, encrypted or random data), only every
-    _PROBE_EVERY-th chunk is tried until one compresses again. The run carries over to the next file
-    of the same type (a folder of JPEGs) and starts afresh when the file extension changes.
+    _PROBE_EVERY-th chunk is tried (its start first) until one compresses again. The run carries over to
+    the next file of the same type (a folder of JPEGs) and starts afresh when the file extension changes.
     """
 
     def __init__(self) -> None:
@@ -124,8 +125,12 @@ class _Probe:
         if kind != self.kind:
             self.kind, self.run = kind, 0
 
-    def worth_trying(self) -> bool:
-        return self.run < _PROBE_AFTER or self.run % _PROBE_EVERY == 0
+    def worth_trying(self, chunk: bytes | memoryview, level: int) -> bool:
+        """During a run, every _PROBE_EVERY-th chunk is tried, and only if its first _PROBE_SAMPLE
+        bytes compress: failing on a whole chunk costs more CPU than cutting it."""
+        if self.run < _PROBE_AFTER:
+            return True
+        return self.run % _PROBE_EVERY == 0 and codec.compresses(chunk[:_PROBE_SAMPLE], level)
 
     def record(self, codec_id: int) -> None:
         self.run = self.run + 1 if codec_id == codec.RAW else 0
@@ -411,7 +416,7 @@ class ChunkStore:
                 cid = xxhash.xxh3_128_hexdigest(view)
                 ids.append(cid)
                 if cid not in index and not writer.has(cid):
-                    if probe.worth_trying():
+                    if probe.worth_trying(view, level):
                         codec_id, payload = codec.encode(view, level)
                     else:
                         codec_id, payload = codec.RAW, view
