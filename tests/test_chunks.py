@@ -20,7 +20,7 @@ from dvx.chunks import ChunkRef, ChunkStore, StoreConfig, chunk_id, load_config
 from dvx.chunks import codec
 from dvx.chunks.chunker import Chunker, ChunkerParams
 from dvx.chunks.pack import TRAILER, TRAILER_MAGIC, decode_footer, encode_footer, footer_id, pack_key, split_pack
-from dvx.chunks.store import CONFIG_KEY, verify_chunk
+from dvx.chunks.store import CONFIG_KEY, SMALL_FILE, verify_chunk
 from dvx.errors import IntegrityError, StoreError
 from dvx.fs import open_store
 
@@ -191,6 +191,43 @@ def test_files_larger_than_a_block_round_trip_through_reused_read_buffers(
         for item, (_, _, data) in zip(items, files):
             assert item.digest == xxhash.xxh3_128_hexdigest(data)
             assert read_back(fresh, item.chunks) == data
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_small_and_large_files_mixed_round_trip_with_one_worker_at_a_time_on_small_files(tmp_path: Path,
+                                                                                          jobs: int):
+    """Small files are worked on by one worker at a time (the turn passes when its holder opens a large
+    file or runs out): a mix of both, in any order, comes back whole and in the order given, and the
+    workers' files interleave as they should (no worker starves on the turn)."""
+    cs = make_chunk_store(tmp_path / "store", jobs=jobs)
+    rng = random.Random(9)
+    sources, contents = [], []
+    for i in range(300):
+        large = i % 60 == 7
+        data = rng.randbytes(rng.randint(SMALL_FILE + 1, 3 * MiB) if large else rng.randint(0, 20_000))
+        path = tmp_path / f"f{i:03d}"
+        path.write_bytes(data)
+        sources.append((i, str(path)))
+        contents.append(data)
+    items, _ = cs.ingest(sources)
+    assert [item.source for item in items] == list(range(300))
+    for item, data in zip(items, contents):
+        assert item.size == len(data) and read_back(cs, item.chunks) == data
+        assert item.digest == xxhash.xxh3_128_hexdigest(data)
+
+
+def test_a_failing_worker_stops_the_one_waiting_for_the_small_file_turn(tmp_path: Path):
+    """A worker waiting for the small-file turn while the other fails (a file vanished) stops too: the
+    ingest raises the failure instead of hanging."""
+    cs = make_chunk_store(tmp_path / "store", jobs=2)
+    sources = []
+    for i in range(400):
+        path = tmp_path / f"f{i:03d}"
+        path.write_bytes(random_bytes(i, 3000))
+        sources.append((i, str(path)))
+    sources.insert(250, (999, str(tmp_path / "vanished")))
+    with pytest.raises(StoreError, match="vanished"):
+        cs.ingest(sources)
 
 
 def test_ingesting_the_same_file_twice_stores_nothing_new(tmp_path: Path):

@@ -111,14 +111,17 @@ class Chunker:
         for chunk in self._cdc.cut_buf(data):
             yield chunk.data
 
-    def split_path(self, path: str, block_size: int | None = None,
-                   reuse: ReadBuffers | None = None) -> Iterator[memoryview]:
+    def split_path(self, path: str, block_size: int | None = None, reuse: ReadBuffers | None = None,
+                   before_reading: Callable[[int], None] | None = None) -> Iterator[memoryview]:
         """Chunks of the file at `path`; a small file is read in one call (the common case). With
-        `reuse`, blocks of a large file are read into its buffers (see ReadBuffers)."""
+        `reuse`, blocks of a large file are read into its buffers (see ReadBuffers). `before_reading`
+        gets the file's size once it is open."""
         block_size = block_size or BLOCK_SIZE
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
+            if before_reading:
+                before_reading(size)
             if size < block_size:
                 data = os.read(fd, size + 1)
                 if len(data) == size + 1 or len(data) < size:  # grew or shrank while read: go the long way
