@@ -673,7 +673,8 @@ def write_version(repo: Repo, manifest: Manifest, base: dict[str, FileEntry], pa
 
 
 def _put_all_created(repo: Repo, objects: dict[str, bytes]) -> None:
-    """Create-only writes of `objects` (key → stored bytes), sent in parallel."""
+    """Create-only writes of `objects` (key → stored bytes), sent in parallel (a few at a time on a
+    local disk, where each costs an fsync rather than a round trip)."""
     def put(item: tuple[str, bytes]) -> None:
         repo.store.put_create(item[0], item[1])
 
@@ -682,7 +683,8 @@ def _put_all_created(repo: Repo, objects: dict[str, bytes]) -> None:
             put(item)
         return
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(min(16, len(objects)), thread_name_prefix="dvx-pages") as pool:
+    threads = min(16 if repo.store.latency_bound else 4, len(objects))
+    with ThreadPoolExecutor(threads, thread_name_prefix="dvx-pages") as pool:
         list(pool.map(put, objects.items()))
 
 

@@ -195,6 +195,7 @@ def split_pages(files: Sequence[FileEntry], reuse: PageReuse | None = None) -> l
     page: list[FileEntry] = []
     chunks = 0
     at, count = 0, len(files)
+    path_hash = xxhash.xxh3_64_intdigest
     while at < count:
         if not page and reuse is not None:
             ref = reuse(files, at)
@@ -206,7 +207,9 @@ def split_pages(files: Sequence[FileEntry], reuse: PageReuse | None = None) -> l
         at += 1
         page.append(entry)
         chunks += len(entry.chunks)
-        if ends_page(entry, len(page), chunks):
+        # ends_page, inline: this loop runs once per file of every new version
+        if (path_hash(entry.path.encode()) % PAGE_SPLIT == 0 or len(page) >= PAGE_MAX_FILES
+                or chunks >= PAGE_MAX_CHUNKS):
             pages.append((page, None))
             page, chunks = [], 0
     if page:
