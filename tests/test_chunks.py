@@ -4,6 +4,7 @@ store's ingest (dedup, packs) and verified reads."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import tempfile
 import uuid
@@ -214,6 +215,35 @@ def test_small_and_large_files_mixed_round_trip_with_one_worker_at_a_time_on_sma
     for item, data in zip(items, contents):
         assert item.size == len(data) and read_back(cs, item.chunks) == data
         assert item.digest == xxhash.xxh3_128_hexdigest(data)
+
+
+def test_a_file_that_grows_after_it_is_opened_still_gets_its_whole_content_digest(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch):
+    """A file no larger than the minimum chunk when opened is one chunk, whose id is the file's digest;
+    if it turns out longer (still being written), the digest still covers every byte read."""
+    import dvx.chunks.chunker as chunker_module
+
+    cs = make_chunk_store(tmp_path / "store")
+    path = tmp_path / "growing.log"
+    data = random_bytes(21, 300_000)
+    path.write_bytes(data)
+    inode = path.stat().st_ino
+    real_fstat = os.fstat
+
+    def fstat_when_opened(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        if st.st_ino != inode:
+            return st
+        fields = list(st)
+        fields[6] = 100  # st_size: the size before the writer appended the rest
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(chunker_module.os, "fstat", fstat_when_opened)
+    (item,), _ = cs.ingest([("g", str(path))])
+    monkeypatch.undo()
+    assert len(item.chunks) > 1 and item.size == len(data)
+    assert item.digest == xxhash.xxh3_128_hexdigest(data)
+    assert read_back(cs, item.chunks) == data
 
 
 def test_a_failing_worker_stops_the_one_waiting_for_the_small_file_turn(tmp_path: Path):
