@@ -246,6 +246,21 @@ def test_a_file_that_grows_after_it_is_opened_still_gets_its_whole_content_diges
     assert read_back(cs, item.chunks) == data
 
 
+def test_an_index_segment_deleted_between_listing_and_reading_is_skipped(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """A gc may delete a condemned pack's index segment while a writer loads the index: the writer goes
+    on without it (it would not dedup against garbage) instead of failing with "object is missing"."""
+    cs = make_chunk_store(tmp_path / "store")
+    (tmp_path / "a.bin").write_bytes(random_bytes(30, 300_000))
+    (item,), _ = cs.ingest([("a", str(tmp_path / "a.bin"))])
+    fresh = ChunkStore.open(cs.store)
+    real_list = fresh.store.list
+    monkeypatch.setattr(fresh.store, "list", lambda prefix: real_list(prefix) + (
+        ["0" * 32 + ".idx"] if prefix == "index" else []))
+    index = fresh.index()
+    assert all(ref.id in index for ref in item.chunks) and "0" * 32 not in {r.pack for r in index.values()}
+
+
 def test_a_failing_worker_stops_the_one_waiting_for_the_small_file_turn(tmp_path: Path):
     """A worker waiting for the small-file turn while the other fails (a file vanished) stops too: the
     ingest raises the failure instead of hanging."""

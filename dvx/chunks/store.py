@@ -383,7 +383,11 @@ class ChunkStore:
                 if not name.endswith(".idx"):
                     continue
                 pack_id = name[:-4]
-                index.add_segment(pack_id, self.store.read(index_key(pack_id)))
+                try:
+                    footer = self.store.read(index_key(pack_id))
+                except NotFoundError:
+                    continue  # deleted by a gc since the listing: garbage, and its pack goes next
+                index.add_segment(pack_id, footer)
             self._index = index
         return self._index
 
