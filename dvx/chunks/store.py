@@ -429,7 +429,6 @@ class ChunkStore:
         writer = PackWriter(self, uploads=max(2, min(self.jobs, 4)))
         level = self.config.compression.level
         chunker = self.chunker
-        min_size = chunker.params.min_size
         numbered = enumerate(sources)
         take_lock = threading.Lock()
         appends: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -443,24 +442,17 @@ class ChunkStore:
 
         def ingest_file(source: object, path: str, outbox: _Outbox, probe: _Probe, read_buffers: ReadBuffers,
                         turn: _SmallFileTurn) -> tuple[object, int, str, list[str]]:
-            hasher = None  # the whole-file digest; a file of one chunk (at most min_size bytes) has its id
+            hasher = None  # the whole-file digest, from the second chunk on: a one-chunk file's is its id
             first: bytes | memoryview | None = None
-
-            def before_reading(file_size: int) -> None:
-                nonlocal hasher
-                turn.before_reading(file_size)
-                if file_size > min_size:
-                    hasher = xxhash.xxh3_128()
-
             size = 0
             ids: list[str] = []
             probe.start_file(path)
-            for view in chunker.split_path(path, reuse=read_buffers, before_reading=before_reading):
+            for view in chunker.split_path(path, reuse=read_buffers, before_reading=turn.before_reading):
                 if hasher is not None:
                     hasher.update(view)
-                elif first is None:  # a view into a reused read buffer would change: keep a copy
+                elif first is None:  # a view into a reused read buffer changes later: keep a copy of that
                     first = view if isinstance(view.obj, bytes) else bytes(view)
-                else:  # more than one chunk after all (the file grew once opened): hash it from the start
+                else:
                     hasher = xxhash.xxh3_128(first)
                     hasher.update(view)
                 size += len(view)
@@ -477,9 +469,8 @@ class ChunkStore:
                     outbox.add((cid, codec_id, payload, len(view)))
                 if progress:
                     progress(len(view))
+            # One chunk: the same string object for its id and the file's digest saves memory per file.
             digest = hasher.hexdigest() if hasher is not None else ids[0] if ids else _EMPTY_DIGEST
-            if len(ids) == 1 and ids[0] == digest:
-                digest = ids[0]  # one chunk: the same id; one string object for both saves memory per file
             return source, size, digest, ids
 
         def worker() -> None:
